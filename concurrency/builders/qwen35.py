@@ -129,16 +129,16 @@ class Qwen35Builder:
         qkv = ctx.name(ctx.reshape(qkv, c.conv_dim, n_tok, n_seq, base="qkv_mixed"), _gname("linear_attn_qkv_mixed", il))
         z = ctx.name(ctx.mul_mat(self.w(f"{blk}.attn_gate.weight", c.n_embd, c.value_dim), cur, base="z"), _gname("z", il))
 
-        beta = ctx.mul_mat(self.w(f"{blk}.ssm_beta.weight", c.n_embd, hv), cur, base="beta_proj")
-        beta = ctx.name(ctx.reshape(beta, 1, hv, n_tok, n_seq, base="beta"), _gname("beta", il))
-        beta = ctx.name(ctx.unary(beta, "sigmoid", base="beta_sigmoid"), _gname("beta_sigmoid", il))
-
-        alpha = ctx.mul_mat(self.w(f"{blk}.ssm_alpha.weight", c.n_embd, hv), cur, base="alpha_proj")
-        alpha = ctx.name(ctx.reshape(alpha, hv, n_tok, n_seq, base="alpha"), _gname("alpha", il))
-        alpha = ctx.add(alpha, self.w(f"{blk}.ssm_dt.bias", hv), base="alpha_biased")
-        alpha = ctx.name(ctx.unary(alpha, "softplus", base="a_softplus"), _gname("a_softplus", il))
-        gate = ctx.name(ctx.mul(alpha, self.w(f"{blk}.ssm_a", hv), base="gate"), _gname("gate", il))
-        gate = ctx.reshape(gate, 1, hv, n_tok, n_seq, base="gate_4d")
+        if c.arch == "qwen3next":
+            beta, gate = self.fused_beta_alpha(cur, il)
+        else:
+            beta = ctx.mul_mat(self.w(f"{blk}.ssm_beta.weight", c.n_embd, hv), cur, base="beta_proj")
+            beta = ctx.name(ctx.reshape(beta, 1, hv, n_tok, n_seq, base="beta"), _gname("beta", il))
+            beta = ctx.name(ctx.unary(beta, "sigmoid", base="beta_sigmoid"), _gname("beta_sigmoid", il))
+            alpha = ctx.mul_mat(self.w(f"{blk}.ssm_alpha.weight", c.n_embd, hv), cur, base="alpha_proj")
+            alpha = ctx.name(ctx.reshape(alpha, hv, n_tok, n_seq, base="alpha"), _gname("alpha", il))
+            gate = self.decay_gate(alpha, il)
+            gate = ctx.reshape(gate, 1, hv, n_tok, n_seq, base="gate_4d")
 
         conv_cache = self.state(f"cache_r_l{il}", "f32", c.n_embd_r, n_seq)
         ssm_cache = self.state(f"cache_s_l{il}", "f32", c.n_embd_s, n_seq)
@@ -184,6 +184,32 @@ class Qwen35Builder:
         out = ctx.mul_mat(self.w(f"{blk}.ssm_out.weight", c.value_dim, c.n_embd), final, base="linear_attn_out")
         ctx.name(out, _gname("linear_attn_out", il))
         return ctx.reshape(out, c.n_embd, n_all, base="linear_attn_out_2d")
+
+    def decay_gate(self, alpha: str, il: int) -> str:
+        """g = ssm_a · softplus(alpha + dt_bias), with ssm_a = −exp(A_log) from the GGUF."""
+        c, ctx, blk = self.cfg, self.ctx, f"blk.{il}"
+        alpha = ctx.add(alpha, self.w(f"{blk}.ssm_dt.bias", c.ssm_dt_rank), base="alpha_biased")
+        alpha = ctx.name(ctx.unary(alpha, "softplus", base="a_softplus"), _gname("a_softplus", il))
+        return ctx.name(ctx.mul(alpha, self.w(f"{blk}.ssm_a", c.ssm_dt_rank), base="gate"), _gname("gate", il))
+
+    def fused_beta_alpha(self, cur: str, il: int) -> tuple[str, str]:
+        """Qwen3-Next: one `ssm_beta_alpha` projection split per key head into b and a."""
+        c, ctx, st = self.cfg, self.ctx, self.step
+        hk, hv, n_tok, n_seq = c.ssm_n_group, c.ssm_dt_rank, st.n_seq_tokens, st.n_seqs
+        r = hv // hk
+        ba = ctx.mul_mat(self.w(f"blk.{il}.ssm_beta_alpha.weight", c.n_embd, 2 * hv), cur, base="ba_proj")
+        ctx.name(ba, _gname("linear_attn_mixed_ba", il))
+        ba4 = ctx.reshape(ba, 2 * r, hk, n_tok, n_seq, base="ba_4d")
+        nb = ctx[ba4].strides_bytes[1:]
+        b = ctx.name(ctx.view(ba4, (r, hk, n_tok, n_seq), nb, 0, base="b"), _gname("b", il))
+        a = ctx.name(ctx.view(ba4, (r, hk, n_tok, n_seq), nb, 4 * r, base="a"), _gname("a", il))
+        b = ctx.cont(b, (r, hk, n_tok, n_seq), base="b_cont")
+        beta = ctx.unary(b, "sigmoid", base="beta_sigmoid")
+        alpha = ctx.cont(a, (hv, n_tok, n_seq), base="alpha")
+        gate = self.decay_gate(alpha, il)
+        beta = ctx.reshape(beta, 1, hv, n_tok, n_seq, base="beta_4d")
+        gate = ctx.reshape(gate, 1, hv, n_tok, n_seq, base="gate_4d")
+        return beta, gate
 
     def l2_norm(self, x: str, which: str) -> str:
         """The engine's GDN L2 norm: RMS_NORM then SCALE by 1/sqrt(S) (seed-anatomy §3.6)."""

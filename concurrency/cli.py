@@ -1,0 +1,164 @@
+"""The `lace` command line (also `python -m concurrency`).
+
+Every subcommand prints its result on stdout (`--format json` prints only JSON) and any
+problem as one line on stderr with a non-zero exit code: a bad name or value never ends in a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from concurrency.branches import DETECTORS, detect_branches
+from concurrency.builders import LAYER_KINDS, MODES, build_graph
+from concurrency.config import PRESETS
+from concurrency.errors import LaceError
+from concurrency.format import format_bytes
+from concurrency.ir import Graph
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors on one line and exits with status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"lace: error: {message}\n")
+
+
+def add_graph_args(p: argparse.ArgumentParser) -> None:
+    """The options that select a graph; shared by every command that builds one."""
+    p.add_argument("--model", required=True, help="preset name (see `lace models`)")
+    p.add_argument("--layer", choices=LAYER_KINDS, default="gdn")
+    p.add_argument("--layers", type=_positive_int, default=None,
+                   help="layers in a stack (default: all of the model's)")
+    p.add_argument("--mode", choices=MODES, default="decode")
+    p.add_argument("--batch", type=_positive_int, default=1, help="sequences (B)")
+    p.add_argument("--tokens", type=_positive_int, default=None,
+                   help="tokens per sequence in prefill (T, default 64)")
+    p.add_argument("--detector", choices=DETECTORS, default="general")
+
+
+def graph_from_args(args: argparse.Namespace) -> Graph:
+    return build_graph(args.model, args.layer, args.mode, args.batch, args.tokens, args.layers)
+
+
+def graph_to_json(graph: Graph, detectors: Sequence[str]) -> dict[str, object]:
+    """The `lace graph --format json` document: nodes in order and branches per detector."""
+    return {
+        "model": graph.meta.model,
+        "layer": graph.meta.layer,
+        "mode": graph.meta.mode,
+        "batch": graph.meta.batch,
+        "tokens": graph.meta.tokens,
+        "layers": graph.meta.n_layers,
+        "nodes": [
+            {
+                "index": i,
+                "name": t.name,
+                "ggml_name": t.ggml_name,
+                "op": t.op,
+                "params": [p if isinstance(p, (int, float, str)) else str(p) for p in t.params],
+                "inputs": list(t.srcs),
+                "output": {"shape": list(t.shape), "dtype": t.dtype, "bytes": t.nbytes,
+                           "kind": t.kind.value, "view_of": t.view_src},
+            }
+            for i, t in enumerate(graph.node_tensors())
+        ],
+        "branches": {d: detect_branches(graph, d).to_dict() for d in detectors},
+    }
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        print(json.dumps({n: c.to_dict() for n, c in PRESETS.items()}, indent=2))
+        return 0
+    print(f"{'model':20} {'arch':10} {'layers':>6} {'n_embd':>6} {'Hk/Hv':>7} {'heads':>7}  verified")
+    for c in PRESETS.values():
+        flag = "yes" if c.verified else "no: " + ", ".join(c.unverified_fields)
+        print(f"{c.name:20} {c.arch:10} {c.n_layer:>6} {c.n_embd:>6} "
+              f"{c.ssm_n_group:>3}/{c.ssm_dt_rank:<3} {c.n_head:>3}/{c.n_head_kv:<3}  {flag}")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    graph = graph_from_args(args)
+    if args.format == "json":
+        print(json.dumps(graph_to_json(graph, DETECTORS), indent=1))
+        return 0
+    from concurrency.render.dot import graph_dot, render_svg
+
+    dot = graph_dot(graph, detector=args.detector, hide_views=not args.show_views)
+    print(dot.source if args.format == "dot" else render_svg(dot))
+    return 0
+
+
+def cmd_branches(args: argparse.Namespace) -> int:
+    """A readable summary of what each detector finds (text)."""
+    graph = graph_from_args(args)
+    total = sum(graph[n].nbytes for n in graph.nodes if not graph[n].is_view)
+    print(f"{graph.meta.model} {graph.meta.layer} {graph.meta.mode} B={graph.meta.batch}: "
+          f"{len(graph)} nodes, {format_bytes(total)} of activations")
+    for det in DETECTORS:
+        rep = detect_branches(graph, det)
+        print(f"[{det}] {len(rep.regions)} region(s)")
+        for r in rep.regions:
+            sizes = ", ".join(f"{b.nodes[0]}…({len(b.nodes)})→{b.join}" for b in r.branches)
+            print(f"  fork {r.fork}: {sizes}")
+        for x in rep.rejections:
+            print(f"  rejected {x.fork}: {x.reason}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lace", description="LACE, the Linear-Attention Concurrency Explorer")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("models", help="list the model presets")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("graph", help="build a layer graph: JSON, DOT or SVG")
+    add_graph_args(p)
+    p.add_argument("--format", choices=("json", "dot", "svg"), default="json")
+    p.add_argument("--show-views", action="store_true", help="draw view/reshape nodes too")
+    p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("branches", help="summarise the fork regions each detector finds")
+    add_graph_args(p)
+    p.set_defaults(func=cmd_branches)
+
+    try:
+        from concurrency.report import add_report_parser
+    except ImportError:  # the report needs the notebook packages
+        pass
+    else:
+        add_report_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LaceError as exc:
+        print(f"lace: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

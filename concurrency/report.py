@@ -1,0 +1,233 @@
+"""Run LACE's notebooks headless and publish them as HTML: the `lace report` command.
+
+Notebooks live in `notebooks/` as jupytext percent scripts (`NN_name.py`), which review well
+in git; the paired `.ipynb` files are for people who open them in JupyterLab. The report
+converts each script to a notebook in memory, executes it with nbclient in a kernel running
+this very interpreter (so a virtual environment's packages are what the notebook sees), and
+writes `NN_name.html` plus the executed `NN_name.ipynb` into the output folder.
+
+A cell that fails stops the report with a one-line `NotebookError` naming the notebook, the
+cell and the exception, instead of the kernel's traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jupytext
+import nbformat
+import zmq
+from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbconvert import HTMLExporter
+
+from concurrency.errors import LaceError
+
+NOTEBOOK_GLOB = "[0-9][0-9]_*.py"
+DEFAULT_TIMEOUT_S = 600
+KERNEL_NAME = NATIVE_KERNEL_NAME  # "python3"
+_MAX_DETAIL = 300
+
+
+class NotebookError(LaceError):
+    """A notebook that is missing or does not run to the end; the message says which and why."""
+
+    def __init__(self, notebook: Path | str, message: str) -> None:
+        self.notebook = str(notebook)
+        super().__init__(message)
+
+
+def find_notebooks(notebooks_dir: Path) -> list[Path]:
+    """The `NN_*.py` notebook scripts in `notebooks_dir`, in number order.
+
+    Only numbered scripts count, so helper modules beside them are never executed as notebooks.
+    """
+    return sorted(p for p in Path(notebooks_dir).glob(NOTEBOOK_GLOB) if p.is_file())
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """Parse a jupytext percent script (or an `.ipynb`) into an in-memory notebook."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotebookError(path, f"notebook {path} not found")
+    fmt = "ipynb" if path.suffix == ".ipynb" else "py:percent"
+    return jupytext.read(path, fmt=fmt)
+
+
+def execute_notebook(
+    path: Path, timeout_s: int = DEFAULT_TIMEOUT_S
+) -> nbformat.NotebookNode:
+    """Execute the notebook at `path` headless and return it with its outputs.
+
+    The kernel runs in the notebook's own folder (so relative paths behave as in JupyterLab)
+    and uses this interpreter's ipykernel. `timeout_s` bounds each cell, not the whole run.
+    Raises `NotebookError` naming the notebook, the cell and the error if a cell fails.
+    """
+    path = Path(path)
+    nb = read_notebook(path)
+    run_notebook(nb, path, timeout_s)
+    return nb
+
+
+def run_notebook(nb: nbformat.NotebookNode, path: Path, timeout_s: int) -> None:
+    """Execute `nb` in place, with `path`'s folder as the working directory."""
+    current: dict[str, int] = {"index": -1}
+    client = NotebookClient(
+        nb,
+        km=_interpreter_kernel_manager(),
+        timeout=timeout_s,
+        kernel_name=KERNEL_NAME,
+        resources={"metadata": {"path": str(Path(path).resolve().parent)}},
+        on_cell_start=_remember_cell(current),
+    )
+    try:
+        client.execute()
+    except CellTimeoutError:
+        raise _cell_failure(path, nb, current["index"], f"timed out after {timeout_s} s") from None
+    except DeadKernelError:
+        raise _cell_failure(path, nb, current["index"], "the kernel died") from None
+    except CellExecutionError as err:
+        detail = _one_line(f"{err.ename}: {err.evalue}")
+        raise _cell_failure(path, nb, current["index"], detail) from None
+
+
+def _interpreter_kernel_manager() -> AsyncKernelManager:
+    """A kernel manager whose "python3" kernel is always this interpreter's ipykernel.
+
+    jupyter_client would otherwise take the first `python3` kernelspec on the Jupyter path,
+    which may be a user-wide one pointing at another Python without LACE installed. With no
+    kernel directories to search it falls back to ipykernel's built-in spec, whose command is
+    `sys.executable -m ipykernel_launcher`.
+    """
+    specs = KernelSpecManager(kernel_dirs=[], ensure_native_kernel=True)
+    km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
+    _encrypt_if_possible(km)
+    return km
+
+
+def _encrypt_if_possible(km: AsyncKernelManager) -> None:
+    """Ask for CurveZMQ keys where jupyter_client and pyzmq support them.
+
+    ipykernel ≥ 7.4 warns on every start that an unencrypted kernel is "susceptible to
+    eavesdropping"; jupyter_client ≥ 8.10 can provision keys (`transport_encryption`), which
+    both secures the local sockets and keeps that warning out of test and report output.
+    """
+    if km.has_trait("transport_encryption") and zmq.has("curve"):
+        km.transport_encryption = "auto"
+
+
+def _remember_cell(current: dict[str, int]) -> Callable[..., None]:
+    """An nbclient `on_cell_start` hook that records which cell is running, for error text."""
+
+    def hook(cell: Any = None, cell_index: int = -1, **_: Any) -> None:
+        current["index"] = cell_index
+
+    return hook
+
+
+def _cell_failure(
+    path: Path, nb: nbformat.NotebookNode, index: int, detail: str
+) -> NotebookError:
+    """A `NotebookError` that names the notebook, the 1-based cell and its first line."""
+    where = "a cell"
+    if 0 <= index < len(nb.cells):
+        first = next((ln for ln in nb.cells[index].source.splitlines() if ln.strip()), "")
+        where = f"cell {index + 1} ({_one_line(first)!r})"
+    return NotebookError(path, f"notebook {Path(path).name} failed at {where}: {detail}")
+
+
+def _one_line(text: str) -> str:
+    """Collapse whitespace and strip ANSI colours so a message fits on one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+def export_html(nb: nbformat.NotebookNode, out_path: Path) -> Path:
+    """Write `nb` as a standalone HTML page in JupyterLab's look, and return its path."""
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    out_path.write_text(body, encoding="utf-8")
+    return out_path
+
+
+def build_report(
+    notebooks_dir: Path, out_dir: Path, timeout_s: int = DEFAULT_TIMEOUT_S
+) -> list[Path]:
+    """Execute every `NN_*.py` notebook in `notebooks_dir` and write HTML into `out_dir`.
+
+    For each notebook writes `out_dir/NN_name.html` and the executed `out_dir/NN_name.ipynb`;
+    returns the HTML paths in notebook order. Stops at the first failing notebook with a
+    `NotebookError`; a missing folder or one with no notebooks is an error too, so an empty
+    report is never mistaken for a good one.
+    """
+    notebooks_dir, out_dir = Path(notebooks_dir), Path(out_dir)
+    notebooks = _require_notebooks(notebooks_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [_report_one(path, out_dir, timeout_s) for path in notebooks]
+
+
+def _require_notebooks(notebooks_dir: Path) -> list[Path]:
+    """The notebooks to run, or a `NotebookError` saying why there are none."""
+    if not notebooks_dir.is_dir():
+        raise NotebookError(
+            notebooks_dir,
+            f"notebooks folder {notebooks_dir} not found; run from the repository root "
+            "or pass --notebooks DIR",
+        )
+    notebooks = find_notebooks(notebooks_dir)
+    if not notebooks:
+        raise NotebookError(notebooks_dir, f"no {NOTEBOOK_GLOB} notebooks in {notebooks_dir}")
+    return notebooks
+
+
+def _report_one(path: Path, out_dir: Path, timeout_s: int) -> Path:
+    """Execute one notebook; write its executed `.ipynb` and `.html` into `out_dir`."""
+    nb = execute_notebook(path, timeout_s)
+    nbformat.write(nb, out_dir / f"{path.stem}.ipynb")
+    return export_html(nb, out_dir / f"{path.stem}.html")
+
+
+def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `lace report [--notebooks DIR] [--out DIR] [--timeout S]`.
+
+    `subparsers` is what `ArgumentParser.add_subparsers()` returned. The sub-parser sets
+    `func=run_report`, so the CLI can dispatch with `args.func(args)`.
+    """
+    parser = subparsers.add_parser(
+        "report",
+        help="execute every notebook headless and write HTML into reports/",
+        description="Execute notebooks/NN_*.py headless and write NN_*.html (and the "
+        "executed NN_*.ipynb) into the output folder.",
+    )
+    parser.add_argument("--notebooks", type=Path, default=Path("notebooks"),
+                        help="folder of NN_*.py notebooks (default: notebooks)")
+    parser.add_argument("--out", type=Path, default=Path("reports"),
+                        help="folder to write the HTML into (default: reports)")
+    parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_S,
+                        help=f"seconds each cell may run (default: {DEFAULT_TIMEOUT_S})")
+    parser.set_defaults(func=run_report)
+    return parser
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Run the `report` sub-command; print the pages written, or a one-line error.
+
+    Returns 0 on success and 1 on a `LaceError`, so it works with or without a CLI wrapper
+    that catches `LaceError` itself.
+    """
+    timeout_s = getattr(args, "timeout", DEFAULT_TIMEOUT_S)
+    try:
+        pages = build_report(Path(args.notebooks), Path(args.out), timeout_s)
+    except LaceError as err:
+        print(f"lace report: error: {err}", file=sys.stderr)
+        return 1
+    for page in pages:
+        print(f"wrote {page}")
+    return 0
