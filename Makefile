@@ -12,7 +12,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.lace-installed
 DOT_FIX := install Graphviz: apt-get install graphviz / brew install graphviz / conda install -c conda-forge graphviz
 
-.PHONY: setup report test graphviz
+.PHONY: setup report test bench graphviz
 
 report: setup
 	$(PYTHON) -m concurrency report
@@ -20,6 +20,10 @@ report: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PYTHON) -m pytest
+
+# Benchmarks print pytest-benchmark's table (they run once, untimed, inside `make test`).
+bench: setup
+	$(PYTHON) -m pytest tests/test_bench.py --benchmark-enable --benchmark-only
 
 setup: $(STAMP) graphviz
 

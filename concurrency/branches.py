@@ -124,8 +124,13 @@ def _detect_general(graph: Graph) -> BranchReport:
         if len(seeds) < 2:
             continue
         if f <= region_end:
-            rejections.append(Rejection(fork, f"lies inside the region of an earlier fork "
-                                              f"(ending at {graph.nodes[region_end]!r})"))
+            rejections.append(
+                Rejection(
+                    fork,
+                    f"lies inside the region of an earlier fork "
+                    f"(ending at {graph.nodes[region_end]!r})",
+                )
+            )
             continue
         region = _grow_region(graph, f, seeds, deps)
         if region is None:
@@ -256,25 +261,38 @@ def _detect_ggml(graph: Graph) -> BranchReport:
             if is_attn_norm:
                 why = f"fan-out {count} from one-row consumers; ggml-cuda needs exactly 3"
                 if wide:
-                    why += (f" ({wide} consumer(s) with more than one row are not counted: "
-                            "the detector only handles single-token graphs)")
+                    why += (
+                        f" ({wide} consumer(s) with more than one row are not counted: "
+                        "the detector only handles single-token graphs)"
+                    )
                 rejections.append(Rejection(root, why))
             continue
         if not is_attn_norm:
-            rejections.append(Rejection(root, "fan-out 3, but the name does not contain "
-                                              "'attn_norm', the only fork ggml-cuda accepts"))
+            rejections.append(
+                Rejection(
+                    root,
+                    "fan-out 3, but the name does not contain "
+                    "'attn_norm', the only fork ggml-cuda accepts",
+                )
+            )
             continue
         root_idx = graph.index[root]
         if any(start <= root_idx <= end for start, end in ranges):
             rejections.append(Rejection(root, "lies inside an already accepted region"))
             continue
         per_branch: list[list[str]] = [
-            [n] for n in nodes[root_idx + 1 :]
+            [n]
+            for n in nodes[root_idx + 1 :]
             if not is_noop(graph, n) and _ggml_depends_on(graph, n, root)
         ]
         if len(per_branch) != count:
-            rejections.append(Rejection(root, f"{len(per_branch)} direct dependants found for a "
-                                              f"fan-out of {count} (ggml asserts equality)"))
+            rejections.append(
+                Rejection(
+                    root,
+                    f"{len(per_branch)} direct dependants found for a "
+                    f"fan-out of {count} (ggml asserts equality)",
+                )
+            )
             continue
         join = None
         for cur in nodes[root_idx + 1 :]:
@@ -296,20 +314,24 @@ def _detect_ggml(graph: Graph) -> BranchReport:
             in_branch = {n for b in per_branch for n in b}
             strays = [n for n in nodes[root_idx + 1 : join_idx] if n not in in_branch]
             shown = ", ".join(strays[:4]) + (" …" if len(strays) > 4 else "")
-            rejections.append(Rejection(
-                root,
-                f"{join_idx - root_idx - 1} nodes lie between fork and join {join!r} but only "
-                f"{total} belong to a branch (not in any branch: {shown})",
-            ))
+            rejections.append(
+                Rejection(
+                    root,
+                    f"{join_idx - root_idx - 1} nodes lie between fork and join {join!r} but only "
+                    f"{total} belong to a branch (not in any branch: {shown})",
+                )
+            )
             continue
         ranges.append((root_idx, join_idx))
-        regions.append(ForkRegion(
-            fork=root,
-            branches=tuple(Branch(tuple(b), join) for b in per_branch),
-            main_nodes=(),
-            end=join,
-            detector="ggml",
-        ))
+        regions.append(
+            ForkRegion(
+                fork=root,
+                branches=tuple(Branch(tuple(b), join) for b in per_branch),
+                main_nodes=(),
+                end=join,
+                detector="ggml",
+            )
+        )
     return BranchReport("ggml", tuple(regions), tuple(rejections))
 
 

@@ -41,12 +41,20 @@ def add_graph_args(p: argparse.ArgumentParser) -> None:
     """The options that select a graph; shared by every command that builds one."""
     p.add_argument("--model", required=True, help="preset name (see `lace models`)")
     p.add_argument("--layer", choices=LAYER_KINDS, default="gdn")
-    p.add_argument("--layers", type=_positive_int, default=None,
-                   help="layers in a stack (default: all of the model's)")
+    p.add_argument(
+        "--layers",
+        type=_positive_int,
+        default=None,
+        help="layers in a stack (default: all of the model's)",
+    )
     p.add_argument("--mode", choices=MODES, default="decode")
     p.add_argument("--batch", type=_positive_int, default=1, help="sequences (B)")
-    p.add_argument("--tokens", type=_positive_int, default=None,
-                   help="tokens per sequence in prefill (T, default 64)")
+    p.add_argument(
+        "--tokens",
+        type=_positive_int,
+        default=None,
+        help="tokens per sequence in prefill (T, default 64)",
+    )
     p.add_argument("--detector", choices=DETECTORS, default="general")
 
 
@@ -71,8 +79,13 @@ def graph_to_json(graph: Graph, detectors: Sequence[str]) -> dict[str, object]:
                 "op": t.op,
                 "params": [p if isinstance(p, (int, float, str)) else str(p) for p in t.params],
                 "inputs": list(t.srcs),
-                "output": {"shape": list(t.shape), "dtype": t.dtype, "bytes": t.nbytes,
-                           "kind": t.kind.value, "view_of": t.view_src},
+                "output": {
+                    "shape": list(t.shape),
+                    "dtype": t.dtype,
+                    "bytes": t.nbytes,
+                    "kind": t.kind.value,
+                    "view_of": t.view_src,
+                },
             }
             for i, t in enumerate(graph.node_tensors())
         ],
@@ -84,11 +97,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({n: c.to_dict() for n, c in PRESETS.items()}, indent=2))
         return 0
-    print(f"{'model':20} {'arch':10} {'layers':>6} {'n_embd':>6} {'Hk/Hv':>7} {'heads':>7}  verified")
+    print(
+        f"{'model':20} {'arch':10} {'layers':>6} {'n_embd':>6} {'Hk/Hv':>7} {'heads':>7}  verified"
+    )
     for c in PRESETS.values():
         flag = "yes" if c.verified else "no: " + ", ".join(c.unverified_fields)
-        print(f"{c.name:20} {c.arch:10} {c.n_layer:>6} {c.n_embd:>6} "
-              f"{c.ssm_n_group:>3}/{c.ssm_dt_rank:<3} {c.n_head:>3}/{c.n_head_kv:<3}  {flag}")
+        print(
+            f"{c.name:20} {c.arch:10} {c.n_layer:>6} {c.n_embd:>6} "
+            f"{c.ssm_n_group:>3}/{c.ssm_dt_rank:<3} {c.n_head:>3}/{c.n_head_kv:<3}  {flag}"
+        )
     return 0
 
 
@@ -108,8 +125,10 @@ def cmd_branches(args: argparse.Namespace) -> int:
     """A readable summary of what each detector finds (text)."""
     graph = graph_from_args(args)
     total = sum(graph[n].nbytes for n in graph.nodes if not graph[n].is_view)
-    print(f"{graph.meta.model} {graph.meta.layer} {graph.meta.mode} B={graph.meta.batch}: "
-          f"{len(graph)} nodes, {format_bytes(total)} of activations")
+    print(
+        f"{graph.meta.model} {graph.meta.layer} {graph.meta.mode} B={graph.meta.batch}: "
+        f"{len(graph)} nodes, {format_bytes(total)} of activations"
+    )
     for det in DETECTORS:
         rep = detect_branches(graph, det)
         print(f"[{det}] {len(rep.regions)} region(s)")

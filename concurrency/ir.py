@@ -26,9 +26,27 @@ VIEW_OPS = frozenset({"RESHAPE", "VIEW", "TRANSPOSE", "PERMUTE"})
 #: ggml ops whose output may take a parent's memory in place (`ggml_op_can_inplace`).
 INPLACE_OPS = frozenset(
     {
-        "FILL", "SCALE", "DIAG_MASK_ZERO", "DIAG_MASK_INF", "ADD", "ADD_ID", "ADD1", "SUB",
-        "MUL", "DIV", "SQR", "SQRT", "LOG", "UNARY", "ROPE", "ROPE_BACK", "SILU_BACK",
-        "RMS_NORM", "RMS_NORM_BACK", "SOFT_MAX", "SOFT_MAX_BACK",
+        "FILL",
+        "SCALE",
+        "DIAG_MASK_ZERO",
+        "DIAG_MASK_INF",
+        "ADD",
+        "ADD_ID",
+        "ADD1",
+        "SUB",
+        "MUL",
+        "DIV",
+        "SQR",
+        "SQRT",
+        "LOG",
+        "UNARY",
+        "ROPE",
+        "ROPE_BACK",
+        "SILU_BACK",
+        "RMS_NORM",
+        "RMS_NORM_BACK",
+        "SOFT_MAX",
+        "SOFT_MAX_BACK",
     }
 )
 
@@ -97,7 +115,7 @@ class Tensor:
         if self.is_empty:
             return 0
         span = DTYPE_BYTES[self.dtype]
-        for n, stride in zip(self.shape, self.strides_bytes):
+        for n, stride in zip(self.shape, self.strides_bytes, strict=True):
             span += (n - 1) * stride
         return span
 

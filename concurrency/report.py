@@ -61,9 +61,7 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
     return jupytext.read(path, fmt=fmt)
 
 
-def execute_notebook(
-    path: Path, timeout_s: int = DEFAULT_TIMEOUT_S
-) -> nbformat.NotebookNode:
+def execute_notebook(path: Path, timeout_s: int = DEFAULT_TIMEOUT_S) -> nbformat.NotebookNode:
     """Execute the notebook at `path` headless and return it with its outputs.
 
     The kernel runs in the notebook's own folder (so relative paths behave as in JupyterLab)
@@ -132,9 +130,7 @@ def _remember_cell(current: dict[str, int]) -> Callable[..., None]:
     return hook
 
 
-def _cell_failure(
-    path: Path, nb: nbformat.NotebookNode, index: int, detail: str
-) -> NotebookError:
+def _cell_failure(path: Path, nb: nbformat.NotebookNode, index: int, detail: str) -> NotebookError:
     """A `NotebookError` that names the notebook, the 1-based cell and its first line."""
     where = "a cell"
     if 0 <= index < len(nb.cells):
@@ -178,12 +174,12 @@ def _require_notebooks(notebooks_dir: Path) -> list[Path]:
     if not notebooks_dir.is_dir():
         raise NotebookError(
             notebooks_dir,
-            f"notebooks folder {notebooks_dir} not found; run from the repository root "
+            f"notebooks folder '{notebooks_dir}' not found; run from the repository root "
             "or pass --notebooks DIR",
         )
     notebooks = find_notebooks(notebooks_dir)
     if not notebooks:
-        raise NotebookError(notebooks_dir, f"no {NOTEBOOK_GLOB} notebooks in {notebooks_dir}")
+        raise NotebookError(notebooks_dir, f"no {NOTEBOOK_GLOB} notebooks in '{notebooks_dir}'")
     return notebooks
 
 
@@ -206,12 +202,27 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Execute notebooks/NN_*.py headless and write NN_*.html (and the "
         "executed NN_*.ipynb) into the output folder.",
     )
-    parser.add_argument("--notebooks", type=Path, default=Path("notebooks"),
-                        help="folder of NN_*.py notebooks (default: notebooks)")
-    parser.add_argument("--out", type=Path, default=Path("reports"),
-                        help="folder to write the HTML into (default: reports)")
-    parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_S,
-                        help=f"seconds each cell may run (default: {DEFAULT_TIMEOUT_S})")
+    parser.add_argument(
+        "--notebooks",
+        type=Path,
+        default=Path("notebooks"),
+        metavar="DIR",
+        help="folder of NN_*.py notebooks (default: notebooks)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports"),
+        metavar="DIR",
+        help="folder to write the HTML into (default: reports)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds each cell may run (default: {DEFAULT_TIMEOUT_S})",
+    )
     parser.set_defaults(func=run_report)
     return parser
 
@@ -219,15 +230,15 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run_report(args: argparse.Namespace) -> int:
     """Run the `report` sub-command; print the pages written, or a one-line error.
 
-    Returns 0 on success and 1 on a `LaceError`, so it works with or without a CLI wrapper
-    that catches `LaceError` itself.
+    Returns 0 on success and 2 on a `LaceError`, printed as `lace: error: ...` like
+    `concurrency.cli.main` does, so the command behaves the same called directly or via main.
     """
     timeout_s = getattr(args, "timeout", DEFAULT_TIMEOUT_S)
     try:
         pages = build_report(Path(args.notebooks), Path(args.out), timeout_s)
     except LaceError as err:
-        print(f"lace report: error: {err}", file=sys.stderr)
-        return 1
+        print(f"lace: error: {err}", file=sys.stderr)
+        return 2
     for page in pages:
         print(f"wrote {page}")
     return 0

@@ -42,8 +42,10 @@ def build_graph(
     _check_positive("batch", batch)
     if mode == "decode":
         if tokens not in (None, 1):
-            raise ConfigError(f"decode computes 1 token per sequence; got tokens={tokens} "
-                              "(use --mode prefill for several tokens)")
+            raise ConfigError(
+                f"decode computes 1 token per sequence; got tokens={tokens} "
+                "(use --mode prefill for several tokens)"
+            )
         tokens = 1
     else:
         tokens = DEFAULT_PREFILL_TOKENS if tokens is None else tokens
@@ -65,15 +67,28 @@ def build_graph(
         if layers not in (None, 1):
             raise ConfigError(f"--layers applies to --layer stack only (got layers={layers})")
         n_layers = 1
-    step = Step(n_seqs=batch, n_seq_tokens=tokens, prefill=mode == "prefill", n_ctx=n_ctx,
-                kv_tokens=kv_tokens)
+    step = Step(
+        n_seqs=batch,
+        n_seq_tokens=tokens,
+        prefill=mode == "prefill",
+        n_ctx=n_ctx,
+        kv_tokens=kv_tokens,
+    )
     builder = Qwen35Builder(cfg, step)
     if layer == "stack":
         builder.model_graph(n_layers)
     else:
         builder.layer_graph(layer)
-    meta = GraphMeta(model=cfg.name, layer=layer, mode=mode, batch=batch, tokens=tokens,
-                     n_layers=n_layers, n_ctx=n_ctx, kv_tokens=kv_tokens)
+    meta = GraphMeta(
+        model=cfg.name,
+        layer=layer,
+        mode=mode,
+        batch=batch,
+        tokens=tokens,
+        n_layers=n_layers,
+        n_ctx=n_ctx,
+        kv_tokens=kv_tokens,
+    )
     return builder.ctx.finish(meta, cfg)
 
 

@@ -62,8 +62,13 @@ class GraphContext:
         name = self._unique(base, None)
         return self._add(
             Tensor(
-                name=name, op="NONE", shape=shape, strides_bytes=contiguous_strides(shape, dtype),
-                dtype=dtype, kind=kind, ggml_name=ggml_name or name,
+                name=name,
+                op="NONE",
+                shape=shape,
+                strides_bytes=contiguous_strides(shape, dtype),
+                dtype=dtype,
+                kind=kind,
+                ggml_name=ggml_name or name,
                 is_input=kind is TensorKind.INPUT,
                 external=kind in (TensorKind.WEIGHT, TensorKind.STATE),
             )
@@ -83,9 +88,15 @@ class GraphContext:
         shape = _shape(*ne)
         return self._add(
             Tensor(
-                name=self._unique(base, self.layer), op=op, shape=shape,
-                strides_bytes=contiguous_strides(shape, dtype), dtype=dtype,
-                kind=TensorKind.INTERMEDIATE, srcs=srcs, params=params, ggml_name=ggml_name,
+                name=self._unique(base, self.layer),
+                op=op,
+                shape=shape,
+                strides_bytes=contiguous_strides(shape, dtype),
+                dtype=dtype,
+                kind=TensorKind.INTERMEDIATE,
+                srcs=srcs,
+                params=params,
+                ggml_name=ggml_name,
                 layer=self.layer,
             )
         )
@@ -112,11 +123,19 @@ class GraphContext:
             strides.append(strides[-1] * shape[len(strides) - 1])
         return self._add(
             Tensor(
-                name=self._unique(base, self.layer), op=op, shape=shape,
-                strides_bytes=(strides[0], strides[1], strides[2], strides[3]), dtype=src.dtype,
-                kind=TensorKind.VIEW, srcs=srcs if srcs is not None else (a,),
-                view_src=view_src, view_offset_bytes=offs, params=params, ggml_name=ggml_name,
-                layer=self.layer, external=self._tensors[view_src].external,
+                name=self._unique(base, self.layer),
+                op=op,
+                shape=shape,
+                strides_bytes=(strides[0], strides[1], strides[2], strides[3]),
+                dtype=src.dtype,
+                kind=TensorKind.VIEW,
+                srcs=srcs if srcs is not None else (a,),
+                view_src=view_src,
+                view_offset_bytes=offs,
+                params=params,
+                ggml_name=ggml_name,
+                layer=self.layer,
+                external=self._tensors[view_src].external,
             )
         )
 
@@ -155,7 +174,10 @@ class GraphContext:
         keep = set(self._nodes) | set(self._leafs)
         tensors = {k: v for k, v in self._tensors.items() if k in keep}
         graph = Graph(
-            tensors=tensors, nodes=tuple(self._nodes), leafs=tuple(self._leafs), meta=meta,
+            tensors=tensors,
+            nodes=tuple(self._nodes),
+            leafs=tuple(self._leafs),
+            meta=meta,
             config=config,
         )
         graph.validate()
@@ -166,12 +188,20 @@ class GraphContext:
         t = self._tensors[a]
         shape = _shape(*ne)
         return self._view(
-            "RESHAPE", base or f"{_stem(a)}_reshaped", a, shape,
-            contiguous_strides(shape, t.dtype), 0,
+            "RESHAPE",
+            base or f"{_stem(a)}_reshaped",
+            a,
+            shape,
+            contiguous_strides(shape, t.dtype),
+            0,
         )
 
     def view(
-        self, a: str, ne: tuple[int, ...], nb: tuple[int, ...], offset_bytes: int,
+        self,
+        a: str,
+        ne: tuple[int, ...],
+        nb: tuple[int, ...],
+        offset_bytes: int,
         base: str | None = None,
     ) -> str:
         """ggml_view_{1..4}d: `nb` holds the strides of dimensions 1.. (nb[0] is the type size)."""
@@ -193,7 +223,12 @@ class GraphContext:
         for i, ax in enumerate(axes):
             ne[ax], nb[ax] = t.shape[i], t.strides_bytes[i]
         return self._view(
-            "PERMUTE", base or f"{_stem(a)}_permuted", a, tuple(ne), tuple(nb), 0,
+            "PERMUTE",
+            base or f"{_stem(a)}_permuted",
+            a,
+            tuple(ne),
+            tuple(nb),
+            0,
             params=axes,
         )
 
@@ -223,9 +258,7 @@ class GraphContext:
     def scale(self, a: str, factor: float, base: str, *, inplace: bool = False) -> str:
         if inplace:
             t = self._tensors[a]
-            return self._view(
-                "SCALE", base, a, t.shape, t.strides_bytes, 0, params=(factor,)
-            )
+            return self._view("SCALE", base, a, t.shape, t.strides_bytes, 0, params=(factor,))
         return self._like("SCALE", a, (a,), base, params=(factor,))
 
     def cont(self, a: str, ne: tuple[int, ...], base: str) -> str:
@@ -244,16 +277,25 @@ class GraphContext:
 
     def get_rows(self, a: str, idx: str, base: str) -> str:
         ta, ti = self._tensors[a], self._tensors[idx]
-        return self._node("GET_ROWS", base, (a, idx), (ta.shape[0], ti.shape[0], ti.shape[1], ti.shape[2]))
+        return self._node(
+            "GET_ROWS", base, (a, idx), (ta.shape[0], ti.shape[0], ti.shape[1], ti.shape[2])
+        )
 
     def set_rows(self, dst: str, values: str, idx: str, base: str) -> str:
         """ggml_set_rows: a view of `dst`; sources are (values, indices, dst)."""
         t = self._tensors[dst]
-        return self._view("SET_ROWS", base, dst, t.shape, t.strides_bytes, 0, srcs=(values, idx, dst))
+        return self._view(
+            "SET_ROWS", base, dst, t.shape, t.strides_bytes, 0, srcs=(values, idx, dst)
+        )
 
     def ssm_conv(self, sx: str, kernel: str, base: str) -> str:
         ts, tk = self._tensors[sx], self._tensors[kernel]
-        return self._node("SSM_CONV", base, (sx, kernel), (ts.shape[1], ts.shape[0] - tk.shape[0] + 1, ts.shape[2]))
+        return self._node(
+            "SSM_CONV",
+            base,
+            (sx, kernel),
+            (ts.shape[1], ts.shape[0] - tk.shape[0] + 1, ts.shape[2]),
+        )
 
     def gated_delta_net(
         self, q: str, k: str, v: str, g: str, beta: str, state: str, base: str, snapshots: int = 1
@@ -262,8 +304,11 @@ class GraphContext:
         tv = self._tensors[v]
         s_v, h_v, n_tok, n_seq = tv.shape
         return self._node(
-            "GATED_DELTA_NET", base, (q, k, v, g, beta, state),
-            (s_v * h_v, n_tok * n_seq + s_v * n_seq * snapshots), params=(snapshots,),
+            "GATED_DELTA_NET",
+            base,
+            (q, k, v, g, beta, state),
+            (s_v * h_v, n_tok * n_seq + s_v * n_seq * snapshots),
+            params=(snapshots,),
         )
 
     def rope(self, a: str, pos: str, n_rot: int, base: str) -> str:
@@ -272,8 +317,11 @@ class GraphContext:
     def flash_attn_ext(self, q: str, k: str, v: str, mask: str, scale: float, base: str) -> str:
         tq, tv = self._tensors[q], self._tensors[v]
         return self._node(
-            "FLASH_ATTN_EXT", base, (q, k, v, mask),
-            (tv.shape[0], tq.shape[2], tq.shape[1], tq.shape[3]), params=(scale,),
+            "FLASH_ATTN_EXT",
+            base,
+            (q, k, v, mask),
+            (tv.shape[0], tq.shape[2], tq.shape[1], tq.shape[3]),
+            params=(scale,),
         )
 
     def glu(self, gate: str, up: str, fn: str, base: str) -> str:

@@ -111,7 +111,10 @@ class Qwen35Builder:
         extra_rows = ctx.get_rows(states, extra, base=f"{label}_extra")
         row_bytes = cache_t.strides_bytes[1]
         dst = ctx.view(
-            cache, (state_size, n_rs - n_seqs), (row_bytes,), n_seqs * row_bytes,
+            cache,
+            (state_size, n_rs - n_seqs),
+            (row_bytes,),
+            n_seqs * row_bytes,
             base=f"{label}_extra_dst",
         )
         ctx.expand(ctx.cpy(extra_rows, dst, base=f"{label}_extra_copy"))
@@ -126,17 +129,31 @@ class Qwen35Builder:
         blk = f"blk.{il}"
 
         qkv = ctx.mul_mat(self.w(f"{blk}.attn_qkv.weight", c.n_embd, c.conv_dim), cur, base="qkv")
-        qkv = ctx.name(ctx.reshape(qkv, c.conv_dim, n_tok, n_seq, base="qkv_mixed"), _gname("linear_attn_qkv_mixed", il))
-        z = ctx.name(ctx.mul_mat(self.w(f"{blk}.attn_gate.weight", c.n_embd, c.value_dim), cur, base="z"), _gname("z", il))
+        qkv = ctx.name(
+            ctx.reshape(qkv, c.conv_dim, n_tok, n_seq, base="qkv_mixed"),
+            _gname("linear_attn_qkv_mixed", il),
+        )
+        z = ctx.name(
+            ctx.mul_mat(self.w(f"{blk}.attn_gate.weight", c.n_embd, c.value_dim), cur, base="z"),
+            _gname("z", il),
+        )
 
         if c.arch == "qwen3next":
             beta, gate = self.fused_beta_alpha(cur, il)
         else:
-            beta = ctx.mul_mat(self.w(f"{blk}.ssm_beta.weight", c.n_embd, hv), cur, base="beta_proj")
+            beta = ctx.mul_mat(
+                self.w(f"{blk}.ssm_beta.weight", c.n_embd, hv), cur, base="beta_proj"
+            )
             beta = ctx.name(ctx.reshape(beta, 1, hv, n_tok, n_seq, base="beta"), _gname("beta", il))
-            beta = ctx.name(ctx.unary(beta, "sigmoid", base="beta_sigmoid"), _gname("beta_sigmoid", il))
-            alpha = ctx.mul_mat(self.w(f"{blk}.ssm_alpha.weight", c.n_embd, hv), cur, base="alpha_proj")
-            alpha = ctx.name(ctx.reshape(alpha, hv, n_tok, n_seq, base="alpha"), _gname("alpha", il))
+            beta = ctx.name(
+                ctx.unary(beta, "sigmoid", base="beta_sigmoid"), _gname("beta_sigmoid", il)
+            )
+            alpha = ctx.mul_mat(
+                self.w(f"{blk}.ssm_alpha.weight", c.n_embd, hv), cur, base="alpha_proj"
+            )
+            alpha = ctx.name(
+                ctx.reshape(alpha, hv, n_tok, n_seq, base="alpha"), _gname("alpha", il)
+            )
             gate = self.decay_gate(alpha, il)
             gate = ctx.reshape(gate, 1, hv, n_tok, n_seq, base="gate_4d")
 
@@ -145,33 +162,59 @@ class Qwen35Builder:
         conv_input = self.conv_state(conv_cache, qkv, il)
 
         state = self.build_rs(ssm_cache, c.n_embd_s, "ssm_states")
-        state = ctx.name(ctx.reshape(state, s, s, hv, n_seq, base="state_predelta"), _gname("state_predelta", il))
+        state = ctx.name(
+            ctx.reshape(state, s, s, hv, n_seq, base="state_predelta"), _gname("state_predelta", il)
+        )
 
         kernel = self.w(f"{blk}.ssm_conv1d.weight", c.ssm_d_conv, c.conv_dim)
-        conv = ctx.name(ctx.ssm_conv(conv_input, kernel, base="conv_output_raw"), _gname("conv_output_raw", il))
-        conv = ctx.name(ctx.unary(conv, "silu", base="conv_output_silu"), _gname("conv_output_silu", il))
+        conv = ctx.name(
+            ctx.ssm_conv(conv_input, kernel, base="conv_output_raw"), _gname("conv_output_raw", il)
+        )
+        conv = ctx.name(
+            ctx.unary(conv, "silu", base="conv_output_silu"), _gname("conv_output_silu", il)
+        )
 
         row = 4 * c.conv_dim
         nb = (4 * s, row, row * n_tok)
-        q = ctx.name(ctx.view(conv, (s, hk, n_tok, n_seq), nb, 0, base="q_conv"), _gname("q_conv", il))
-        k = ctx.name(ctx.view(conv, (s, hk, n_tok, n_seq), nb, 4 * c.key_dim, base="k_conv"), _gname("k_conv", il))
-        v = ctx.name(ctx.view(conv, (s, hv, n_tok, n_seq), nb, 8 * c.key_dim, base="v_conv"), _gname("v_conv_predelta", il))
+        q = ctx.name(
+            ctx.view(conv, (s, hk, n_tok, n_seq), nb, 0, base="q_conv"), _gname("q_conv", il)
+        )
+        k = ctx.name(
+            ctx.view(conv, (s, hk, n_tok, n_seq), nb, 4 * c.key_dim, base="k_conv"),
+            _gname("k_conv", il),
+        )
+        v = ctx.name(
+            ctx.view(conv, (s, hv, n_tok, n_seq), nb, 8 * c.key_dim, base="v_conv"),
+            _gname("v_conv_predelta", il),
+        )
         q = ctx.name(self.l2_norm(q, "q"), _gname("q_conv_predelta", il))
         k = ctx.name(self.l2_norm(k, "k"), _gname("k_conv_predelta", il))
 
         result = ctx.gated_delta_net(q, k, v, gate, beta, state, base="gdn")
         f32 = 4
         output = ctx.view(
-            result, (s, hv, n_tok, n_seq), (f32 * s, f32 * s * hv, f32 * s * hv * n_tok), 0,
+            result,
+            (s, hv, n_tok, n_seq),
+            (f32 * s, f32 * s * hv, f32 * s * hv * n_tok),
+            0,
             base="gdn_output",
         )
         ctx.name(output, _gname("attn_output", il))
         new_state = ctx.view(
-            result, (s, s, hv, n_seq), (f32 * s, f32 * s * s, f32 * s * s * hv),
-            f32 * s * hv * n_all, base="new_state",
+            result,
+            (s, s, hv, n_seq),
+            (f32 * s, f32 * s * s, f32 * s * s * hv),
+            f32 * s * hv * n_all,
+            base="new_state",
         )
         ctx.name(new_state, _gname("new_state", il))
-        dst = ctx.view(ssm_cache, (c.n_embd_s, n_seq), (ctx[ssm_cache].strides_bytes[1],), 0, base="ssm_state_dst")
+        dst = ctx.view(
+            ssm_cache,
+            (c.n_embd_s, n_seq),
+            (ctx[ssm_cache].strides_bytes[1],),
+            0,
+            base="ssm_state_dst",
+        )
         ctx.expand(ctx.cpy(new_state, dst, base="ssm_state_write"))
 
         z4 = ctx.reshape(z, s, hv, n_tok, n_seq, base="z_4d")
@@ -180,8 +223,13 @@ class Qwen35Builder:
         normed = ctx.mul(normed, self.w(f"{blk}.ssm_norm.weight", s), base="gdn_normed")
         z_silu = ctx.unary(z4, "silu", base="z_silu")
         gated = ctx.mul(normed, z_silu, base="gdn_gated")
-        final = ctx.name(ctx.reshape(gated, c.value_dim, n_tok, n_seq, base="final_output"), _gname("final_output", il))
-        out = ctx.mul_mat(self.w(f"{blk}.ssm_out.weight", c.value_dim, c.n_embd), final, base="linear_attn_out")
+        final = ctx.name(
+            ctx.reshape(gated, c.value_dim, n_tok, n_seq, base="final_output"),
+            _gname("final_output", il),
+        )
+        out = ctx.mul_mat(
+            self.w(f"{blk}.ssm_out.weight", c.value_dim, c.n_embd), final, base="linear_attn_out"
+        )
         ctx.name(out, _gname("linear_attn_out", il))
         return ctx.reshape(out, c.n_embd, n_all, base="linear_attn_out_2d")
 
@@ -190,14 +238,18 @@ class Qwen35Builder:
         c, ctx, blk = self.cfg, self.ctx, f"blk.{il}"
         alpha = ctx.add(alpha, self.w(f"{blk}.ssm_dt.bias", c.ssm_dt_rank), base="alpha_biased")
         alpha = ctx.name(ctx.unary(alpha, "softplus", base="a_softplus"), _gname("a_softplus", il))
-        return ctx.name(ctx.mul(alpha, self.w(f"{blk}.ssm_a", c.ssm_dt_rank), base="gate"), _gname("gate", il))
+        return ctx.name(
+            ctx.mul(alpha, self.w(f"{blk}.ssm_a", c.ssm_dt_rank), base="gate"), _gname("gate", il)
+        )
 
     def fused_beta_alpha(self, cur: str, il: int) -> tuple[str, str]:
         """Qwen3-Next: one `ssm_beta_alpha` projection split per key head into b and a."""
         c, ctx, st = self.cfg, self.ctx, self.step
         hk, hv, n_tok, n_seq = c.ssm_n_group, c.ssm_dt_rank, st.n_seq_tokens, st.n_seqs
         r = hv // hk
-        ba = ctx.mul_mat(self.w(f"blk.{il}.ssm_beta_alpha.weight", c.n_embd, 2 * hv), cur, base="ba_proj")
+        ba = ctx.mul_mat(
+            self.w(f"blk.{il}.ssm_beta_alpha.weight", c.n_embd, 2 * hv), cur, base="ba_proj"
+        )
         ctx.name(ba, _gname("linear_attn_mixed_ba", il))
         ba4 = ctx.reshape(ba, 2 * r, hk, n_tok, n_seq, base="ba_4d")
         nb = ctx[ba4].strides_bytes[1:]
@@ -223,16 +275,28 @@ class Qwen35Builder:
         n_seq = st.n_seqs
         states = self.build_rs(cache, c.n_embd_r, "conv_states")
         ctx.name(states, _gname("conv_states", il))
-        states = ctx.name(ctx.reshape(states, c.ssm_d_conv - 1, c.conv_dim, n_seq, base="conv_states_3d"), _gname("conv_states_reshaped", il))
-        qkv_t = ctx.name(ctx.transpose(qkv, base="qkv_transposed"), _gname("qkv_mixed_transposed", il))
-        conv_input = ctx.name(ctx.concat(states, qkv_t, 0, base="conv_input"), _gname("conv_input", il))
+        states = ctx.name(
+            ctx.reshape(states, c.ssm_d_conv - 1, c.conv_dim, n_seq, base="conv_states_3d"),
+            _gname("conv_states_reshaped", il),
+        )
+        qkv_t = ctx.name(
+            ctx.transpose(qkv, base="qkv_transposed"), _gname("qkv_mixed_transposed", il)
+        )
+        conv_input = ctx.name(
+            ctx.concat(states, qkv_t, 0, base="conv_input"), _gname("conv_input", il)
+        )
         ci = ctx[conv_input]
         last = ctx.view(
-            conv_input, (c.ssm_d_conv - 1, c.conv_dim, n_seq), ci.strides_bytes[1:3],
-            4 * st.n_seq_tokens, base="conv_state_last",
+            conv_input,
+            (c.ssm_d_conv - 1, c.conv_dim, n_seq),
+            ci.strides_bytes[1:3],
+            4 * st.n_seq_tokens,
+            base="conv_state_last",
         )
         ctx.name(last, _gname("conv_state_last", il))
-        dst = ctx.view(cache, (c.n_embd_r, n_seq), (ctx[cache].strides_bytes[1],), 0, base="conv_state_update")
+        dst = ctx.view(
+            cache, (c.n_embd_r, n_seq), (ctx[cache].strides_bytes[1],), 0, base="conv_state_update"
+        )
         ctx.name(dst, _gname("conv_state_update", il))
         ctx.expand(ctx.cpy(last, dst, base="conv_state_write"))
         return conv_input
@@ -245,7 +309,9 @@ class Qwen35Builder:
         d, nh, nkv, n_all = c.head_dim, c.n_head, c.n_head_kv, st.n_tokens
         blk = f"blk.{il}"
         f32 = 4
-        q_full = ctx.mul_mat(self.w(f"{blk}.attn_q.weight", c.n_embd, 2 * d * nh), cur, base="Qcur_full")
+        q_full = ctx.mul_mat(
+            self.w(f"{blk}.attn_q.weight", c.n_embd, 2 * d * nh), cur, base="Qcur_full"
+        )
         ctx.name(q_full, _gname("Qcur_full", il))
         k = ctx.mul_mat(self.w(f"{blk}.attn_k.weight", c.n_embd, d * nkv), cur, base="Kcur_proj")
         ctx.name(k, _gname("Kcur", il))
@@ -259,7 +325,9 @@ class Qwen35Builder:
         k = ctx.reshape(k, d, nkv, n_all, base="Kcur_heads")
         k = self.norm(k, self.w(f"{blk}.attn_k_norm.weight", d), "Kcur_normed", il)
         gate = ctx.view(q_full, (d, nh, n_all), nb, f32 * d, base="gate_view")
-        gate = ctx.name(ctx.cont(gate, (d * nh, n_all), base="gate_reshaped"), _gname("gate_reshaped", il))
+        gate = ctx.name(
+            ctx.cont(gate, (d * nh, n_all), base="gate_reshaped"), _gname("gate_reshaped", il)
+        )
         v = ctx.name(ctx.reshape(v, d, nkv, n_all, base="Vcur"), _gname("Vcur", il))
         pos = self.inp("inp_pos", "i32", n_all * 4)
         q = ctx.name(ctx.rope(q, pos, c.n_rot, base="Qcur"), _gname("Qcur", il))
@@ -286,22 +354,32 @@ class Qwen35Builder:
         mask = self.inp("attn_inp_kq_mask", "f16", n_kv, n_all, 1, 1)
 
         qt = ctx[q]
-        q4 = ctx.view(q, (d, nh, n_all, 1), qt.strides_bytes[1:3] + (qt.strides_bytes[2] * n_all,), 0, base="Qcur_4d")
+        q4 = ctx.view(
+            q,
+            (d, nh, n_all, 1),
+            (*qt.strides_bytes[1:3], qt.strides_bytes[2] * n_all),
+            0,
+            base="Qcur_4d",
+        )
         qp = ctx.permute(q4, (0, 2, 1, 3), base="q_permuted")
         kp = ctx.permute(k_all, (0, 2, 1, 3), base="k_permuted")
         vp = ctx.permute(v_all, (0, 2, 1, 3), base="v_permuted")
         att = ctx.flash_attn_ext(qp, kp, vp, mask, 1.0 / math.sqrt(d), base="fattn")
         ta = ctx[att]
-        att = ctx.reshape(att, ta.shape[0] * ta.shape[1], ta.shape[2] * ta.shape[3], base="attn_pregate")
+        att = ctx.reshape(
+            att, ta.shape[0] * ta.shape[1], ta.shape[2] * ta.shape[3], base="attn_pregate"
+        )
         ctx.name(att, _gname("attn_pregate", il))
         gate = ctx.name(ctx.unary(gate, "sigmoid", base="gate_sigmoid"), _gname("gate_sigmoid", il))
         att = ctx.name(ctx.mul(att, gate, base="attn_gated"), _gname("attn_gated", il))
-        out = ctx.mul_mat(self.w(f"{blk}.attn_output.weight", d * nh, c.n_embd), att, base="attn_output")
+        out = ctx.mul_mat(
+            self.w(f"{blk}.attn_output.weight", d * nh, c.n_embd), att, base="attn_output"
+        )
         return ctx.name(out, _gname("attn_output", il))
 
     # ------------------------------------------------------------------ FFN
     def ffn(self, cur: str, il: int) -> str:
-        c, ctx = self.cfg, self.ctx
+        c = self.cfg
         blk = f"blk.{il}"
         if not c.is_moe:
             return self.dense_ffn(cur, f"{blk}.ffn", c.n_ff, "ffn", il)
@@ -310,10 +388,20 @@ class Qwen35Builder:
     def dense_ffn(self, cur: str, prefix: str, n_ff: int, label: str, il: int) -> str:
         """build_ffn with LLM_FFN_SILU / LLM_FFN_PAR: down(swiglu(gate(x), up(x)))."""
         c, ctx = self.cfg, self.ctx
-        up = ctx.name(ctx.mul_mat(self.w(f"{prefix}_up.weight", c.n_embd, n_ff), cur, base=f"{label}_up"), _gname(f"{label}_up", il))
-        gate = ctx.name(ctx.mul_mat(self.w(f"{prefix}_gate.weight", c.n_embd, n_ff), cur, base=f"{label}_gate"), _gname(f"{label}_gate", il))
-        act = ctx.name(ctx.glu(gate, up, "swiglu", base=f"{label}_swiglu"), _gname(f"{label}_swiglu", il))
-        down = ctx.mul_mat(self.w(f"{prefix}_down.weight", n_ff, c.n_embd), act, base=f"{label}_down")
+        up = ctx.name(
+            ctx.mul_mat(self.w(f"{prefix}_up.weight", c.n_embd, n_ff), cur, base=f"{label}_up"),
+            _gname(f"{label}_up", il),
+        )
+        gate = ctx.name(
+            ctx.mul_mat(self.w(f"{prefix}_gate.weight", c.n_embd, n_ff), cur, base=f"{label}_gate"),
+            _gname(f"{label}_gate", il),
+        )
+        act = ctx.name(
+            ctx.glu(gate, up, "swiglu", base=f"{label}_swiglu"), _gname(f"{label}_swiglu", il)
+        )
+        down = ctx.mul_mat(
+            self.w(f"{prefix}_down.weight", n_ff, c.n_embd), act, base=f"{label}_down"
+        )
         return ctx.name(down, _gname(f"{label}_out", il))
 
     def moe_ffn(self, cur: str, il: int) -> str:
@@ -322,7 +410,9 @@ class Qwen35Builder:
         against the engine (issue 9)."""
         c, ctx, st = self.cfg, self.ctx, self.step
         blk, n_all, n_used = f"blk.{il}", st.n_tokens, c.n_expert_used
-        logits = ctx.mul_mat(self.w(f"{blk}.ffn_gate_inp.weight", c.n_embd, c.n_expert), cur, base="moe_logits")
+        logits = ctx.mul_mat(
+            self.w(f"{blk}.ffn_gate_inp.weight", c.n_embd, c.n_expert), cur, base="moe_logits"
+        )
         probs = ctx.soft_max(logits, base="moe_probs")
         chosen = ctx.argsort_top_k(probs, n_used, base="moe_topk")
         probs3 = ctx.reshape(probs, 1, c.n_expert, n_all, base="moe_probs_3d")
@@ -332,21 +422,44 @@ class Qwen35Builder:
         w2 = ctx.div(w2, w_sum, base="moe_weights_norm")
         weights = ctx.reshape(w2, 1, n_used, n_all, base="moe_weights_3d")
         x3 = ctx.reshape(cur, c.n_embd, 1, n_all, base="moe_input")
-        up = ctx.mul_mat_id(self.w(f"{blk}.ffn_up_exps.weight", c.n_embd, c.n_ff_exp, c.n_expert), x3, chosen, base="moe_up")
-        gate = ctx.mul_mat_id(self.w(f"{blk}.ffn_gate_exps.weight", c.n_embd, c.n_ff_exp, c.n_expert), x3, chosen, base="moe_gate")
+        up = ctx.mul_mat_id(
+            self.w(f"{blk}.ffn_up_exps.weight", c.n_embd, c.n_ff_exp, c.n_expert),
+            x3,
+            chosen,
+            base="moe_up",
+        )
+        gate = ctx.mul_mat_id(
+            self.w(f"{blk}.ffn_gate_exps.weight", c.n_embd, c.n_ff_exp, c.n_expert),
+            x3,
+            chosen,
+            base="moe_gate",
+        )
         act = ctx.glu(gate, up, "swiglu", base="moe_swiglu")
-        experts = ctx.mul_mat_id(self.w(f"{blk}.ffn_down_exps.weight", c.n_ff_exp, c.n_embd, c.n_expert), act, chosen, base="moe_down")
+        experts = ctx.mul_mat_id(
+            self.w(f"{blk}.ffn_down_exps.weight", c.n_ff_exp, c.n_embd, c.n_expert),
+            act,
+            chosen,
+            base="moe_down",
+        )
         experts = ctx.mul(experts, weights, base="moe_weighted")
         te = ctx[experts]
         total = None
         for i in range(n_used):
-            part = ctx.view(experts, (c.n_embd, n_all), (te.strides_bytes[2],), i * te.strides_bytes[1], base=f"moe_expert{i}")
+            part = ctx.view(
+                experts,
+                (c.n_embd, n_all),
+                (te.strides_bytes[2],),
+                i * te.strides_bytes[1],
+                base=f"moe_expert{i}",
+            )
             total = part if total is None else ctx.add(total, part, base="moe_sum")
         assert total is not None
         out = total
         if c.n_ff_shexp:
             shared = self.dense_ffn(cur, f"{blk}.ffn", c.n_ff_shexp, "ffn_shexp", il)
-            sg = ctx.mul_mat(self.w(f"{blk}.ffn_gate_inp_shexp.weight", c.n_embd, 1), cur, base="shexp_gate")
+            sg = ctx.mul_mat(
+                self.w(f"{blk}.ffn_gate_inp_shexp.weight", c.n_embd, 1), cur, base="shexp_gate"
+            )
             sg = ctx.unary(sg, "sigmoid", base="shexp_gate_sigmoid")
             shared = ctx.mul(shared, sg, base="shexp_gated")
             out = ctx.add(out, shared, base="moe_out")
@@ -382,13 +495,17 @@ class Qwen35Builder:
             ctx.expand(cur)
             cur = self.gdn_layer(cur, il) if c.is_recurrent(il) else self.attn_layer(cur, il)
             res = ctx.name(ctx.add(cur, x, base="attn_residual"), _gname("attn_residual", il))
-            post = self.norm(res, self.w(f"blk.{il}.post_attention_norm.weight", c.n_embd), "attn_post_norm", il)
+            post = self.norm(
+                res, self.w(f"blk.{il}.post_attention_norm.weight", c.n_embd), "attn_post_norm", il
+            )
             cur = self.ffn(post, il)
             x = ctx.name(ctx.add(cur, res, base="l_out"), _gname("l_out", il))
         ctx.layer = None
         cur = self.norm(x, self.w("output_norm.weight", c.n_embd), "h_nextn", None)
         cur = ctx.name(ctx.get_rows(cur, out_ids, base="result_norm"), "result_norm")
-        logits = ctx.mul_mat(self.w("output.weight", c.n_embd, c.n_vocab), cur, base="result_output")
+        logits = ctx.mul_mat(
+            self.w("output.weight", c.n_embd, c.n_vocab), cur, base="result_output"
+        )
         ctx.name(logits, "result_output")
         ctx.set_output(logits)
         ctx.expand(logits)

@@ -16,8 +16,16 @@ from concurrency.format import format_bytes, format_shape
 from concurrency.ir import Graph
 
 #: One colour per branch (ColorBrewer Set2, readable on white and in print).
-BRANCH_COLOURS = ("#66c2a5", "#fc8d62", "#8da0cb", "#e78ac3", "#a6d854", "#ffd92f", "#e5c494",
-                  "#b3b3b3")
+BRANCH_COLOURS = (
+    "#66c2a5",
+    "#fc8d62",
+    "#8da0cb",
+    "#e78ac3",
+    "#a6d854",
+    "#ffd92f",
+    "#e5c494",
+    "#b3b3b3",
+)
 FORK_COLOUR = "#1b9e77"
 JOIN_COLOUR = "#d95f02"
 
@@ -51,10 +59,20 @@ def graph_dot(
     shown_set = set(shown)
     dot = graphviz.Digraph(
         name=f"{graph.meta.model}_{graph.meta.layer}",
-        graph_attr={"rankdir": "TB", "fontname": "Helvetica", "fontsize": "11",
-                    "label": _title(graph, report), "labelloc": "t"},
-        node_attr={"shape": "box", "style": "rounded,filled", "fillcolor": "white",
-                   "fontname": "Helvetica", "fontsize": "10"},
+        graph_attr={
+            "rankdir": "TB",
+            "fontname": "Helvetica",
+            "fontsize": "11",
+            "label": _title(graph, report),
+            "labelloc": "t",
+        },
+        node_attr={
+            "shape": "box",
+            "style": "rounded,filled",
+            "fillcolor": "white",
+            "fontname": "Helvetica",
+            "fontsize": "10",
+        },
         edge_attr={"color": "#555555", "arrowsize": "0.6"},
     )
     branch_of: dict[str, tuple[int, int]] = {}
@@ -69,8 +87,12 @@ def graph_dot(
         for b_i, branch in enumerate(region.branches):
             colour = BRANCH_COLOURS[b_i % len(BRANCH_COLOURS)]
             with dot.subgraph(name=f"cluster_r{r_i}_b{b_i}") as sub:
-                sub.attr(label=f"branch {b_i + 1} of {region.fork}", color=colour,
-                         style="rounded", fontsize="10")
+                sub.attr(
+                    label=f"branch {b_i + 1} of {region.fork}",
+                    color=colour,
+                    style="rounded",
+                    fontsize="10",
+                )
                 for n in branch.nodes:
                     if n in shown_set:
                         sub.node(_id(n), _label(graph, n), fillcolor=colour)
@@ -82,8 +104,11 @@ def graph_dot(
             attrs = {"shape": "doubleoctagon", "fillcolor": FORK_COLOUR, "fontcolor": "white"}
         elif n in joins:
             attrs = {"peripheries": "2", "fillcolor": JOIN_COLOUR, "fontcolor": "white"}
-        dot.node(_id(n), _label(graph, n, role="fork" if n in forks else
-                                ("join" if n in joins else None)), **attrs)
+        dot.node(
+            _id(n),
+            _label(graph, n, role="fork" if n in forks else ("join" if n in joins else None)),
+            **attrs,
+        )
 
     deps = node_dependencies(graph)
     for n in shown:
@@ -95,8 +120,9 @@ def graph_dot(
     return dot
 
 
-def _visible_deps(graph: Graph, deps: tuple[tuple[int, ...], ...], i: int,
-                  shown: set[str]) -> set[int]:
+def _visible_deps(
+    graph: Graph, deps: tuple[tuple[int, ...], ...], i: int, shown: set[str]
+) -> set[int]:
     """Dependencies of node i, looking through nodes that are not drawn."""
     out: set[int] = set()
     stack = list(deps[i])
@@ -126,7 +152,8 @@ def _through_views(graph: Graph, deps: tuple[tuple[int, ...], ...], i: int, j: i
 
 
 def _id(name: str) -> str:
-    return '"' + name.replace('"', "'") + '"'
+    """Node id: the tensor name (graphviz quotes it as needed)."""
+    return name
 
 
 def _label(graph: Graph, name: str, role: str | None = None) -> str:
@@ -157,5 +184,7 @@ def render_svg(dot: graphviz.Digraph) -> str:
 def region_summary(region: ForkRegion) -> str:
     """One line: fork, branch sizes and joins."""
     sizes = ", ".join(str(len(b.nodes)) for b in region.branches)
-    return (f"{region.fork}: {len(region.branches)} branches ({sizes} nodes), "
-            f"joined at {', '.join(region.joins)}")
+    return (
+        f"{region.fork}: {len(region.branches)} branches ({sizes} nodes), "
+        f"joined at {', '.join(region.joins)}"
+    )

@@ -1,0 +1,149 @@
+"""Notebook plumbing: paired .py/.ipynb files agree, every notebook runs, the report builds.
+
+The repository's notebooks are jupytext percent scripts (`notebooks/NN_*.py`) paired with
+`.ipynb` files; both are committed, so a drift between them means someone edited one side
+without `jupytext --sync`. Report-builder tests use tiny notebooks made in `tmp_path` so
+they stay fast whatever the real notebooks do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from concurrency.errors import LaceError
+from concurrency.report import (
+    NotebookError,
+    add_report_parser,
+    build_report,
+    execute_notebook,
+    find_notebooks,
+    run_report,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = ROOT / "notebooks"
+NOTEBOOKS = find_notebooks(NOTEBOOKS_DIR)
+SYNC_HINT = "run `jupytext --sync notebooks/*.py` (notebooks/jupytext.toml pairs them)"
+
+
+def _cells(path: Path) -> list[tuple[str, str]]:
+    """(cell type, source) of every cell, as jupytext reads the file."""
+    return [(cell.cell_type, cell.source) for cell in jupytext.read(path).cells]
+
+
+def _write_script(folder: Path, name: str, *cells: str) -> Path:
+    """Write a jupytext percent script whose code cells are `cells`; return its path."""
+    path = folder / name
+    path.write_text("".join(f"# %%\n{cell}\n\n" for cell in cells), encoding="utf-8")
+    return path
+
+
+def _stdout(nb: nbformat.NotebookNode, index: int) -> str:
+    """All stdout text that code cell `index` of an executed notebook printed."""
+    outputs = nb.cells[index].outputs
+    return "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
+
+
+def test_at_least_one_notebook_exists() -> None:
+    """The report's main job needs notebooks; an empty folder must not pass silently."""
+    assert NOTEBOOKS, f"no notebooks/NN_*.py notebooks found in {NOTEBOOKS_DIR}"
+
+
+@pytest.mark.parametrize("script", NOTEBOOKS, ids=lambda p: p.name)
+def test_paired_ipynb_matches_script(script: Path) -> None:
+    """Each NN_*.py has an NN_*.ipynb with the same cells, so both views show the same work."""
+    paired = script.with_suffix(".ipynb")
+    assert paired.is_file(), f"{paired.name} is missing; {SYNC_HINT}"
+    assert _cells(paired) == _cells(script), (
+        f"{paired.name} differs from {script.name}; {SYNC_HINT}"
+    )
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.parametrize("script", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_executes_headless(script: Path) -> None:
+    """Every notebook runs top to bottom in a fresh kernel, as `lace report` runs it."""
+    nb = execute_notebook(script, timeout_s=600)
+    assert any(cell.cell_type == "code" for cell in nb.cells)
+
+
+@pytest.mark.notebook
+def test_kernel_is_this_interpreter_in_the_notebook_folder(tmp_path: Path) -> None:
+    """The kernel is this venv's Python (LACE importable) and starts in the notebook's folder."""
+    script = _write_script(
+        tmp_path,
+        "01_where.py",
+        "import os, sys\nprint(sys.executable)\nprint(os.getcwd())",
+        "import concurrency.errors",
+    )
+    lines = _stdout(execute_notebook(script, timeout_s=60), 0).splitlines()
+    assert Path(lines[0]).resolve() == Path(sys.executable).resolve()
+    assert Path(lines[1]).resolve() == tmp_path.resolve()
+
+
+@pytest.mark.notebook
+def test_report_writes_one_html_per_notebook(tmp_path: Path) -> None:
+    """build_report writes NN_name.html and the executed NN_name.ipynb for each NN_*.py only."""
+    src, out = tmp_path / "nb", tmp_path / "out"
+    src.mkdir()
+    _write_script(src, "01_first.py", "print('first notebook ran')")
+    _write_script(src, "02_second.py", "print(6 * 7)")
+    _write_script(src, "helpers.py", "raise RuntimeError('not a notebook')")
+
+    pages = build_report(src, out, timeout_s=60)
+
+    assert [p.name for p in pages] == ["01_first.html", "02_second.html"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "01_first.html",
+        "01_first.ipynb",
+        "02_second.html",
+        "02_second.ipynb",
+    ]
+    assert "first notebook ran" in pages[0].read_text(encoding="utf-8")
+    assert "42" in _stdout(jupytext.read(out / "02_second.ipynb"), 0)
+
+
+@pytest.mark.notebook
+def test_failing_cell_names_notebook_cell_and_error(tmp_path: Path) -> None:
+    """A failing cell gives one LaceError line naming notebook, cell and exception."""
+    script = _write_script(tmp_path, "03_broken.py", "x = 1", "# check x\nraise ValueError(x)")
+    with pytest.raises(LaceError) as info:
+        execute_notebook(script, timeout_s=60)
+    message = str(info.value)
+    assert isinstance(info.value, NotebookError)
+    assert "03_broken.py" in message
+    assert "cell 2" in message and "# check x" in message
+    assert "ValueError: 1" in message
+    assert "\n" not in message and "Traceback" not in message
+
+
+def test_missing_or_empty_notebooks_folder_is_an_error(tmp_path: Path) -> None:
+    """No folder, or a folder without NN_*.py, is an error rather than an empty report."""
+    with pytest.raises(NotebookError, match="not found"):
+        build_report(tmp_path / "absent", tmp_path / "out")
+    with pytest.raises(NotebookError, match=r"no .* notebooks"):
+        build_report(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_subcommand_defaults_and_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lace report` defaults to notebooks/ and reports/; a missing folder is one stderr line."""
+    parser = argparse.ArgumentParser(prog="lace")
+    add_report_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report"])
+    assert (args.notebooks, args.out, args.func) == (Path("notebooks"), Path("reports"), run_report)
+
+    monkeypatch.chdir(tmp_path)
+    assert run_report(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lace: error: notebooks folder")
+    assert err.count("\n") == 1 and "--notebooks" in err
