@@ -39,7 +39,11 @@ class _Parser(argparse.ArgumentParser):
 
 def add_graph_args(p: argparse.ArgumentParser) -> None:
     """The options that select a graph; shared by every command that builds one."""
-    p.add_argument("--model", required=True, help="preset name (see `lace models`)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="preset name (see `lace models`) or a JSON config file (*.json)",
+    )
     p.add_argument("--layer", choices=LAYER_KINDS, default="gdn")
     p.add_argument(
         "--layers",

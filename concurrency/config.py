@@ -9,8 +9,10 @@ source and which of its figures are not confirmed by two independent sources.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from concurrency.errors import ConfigError, UnknownNameError
 
@@ -345,10 +347,31 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+def load_config(path: str | Path) -> ModelConfig:
+    """A user config from a JSON file with ModelConfig's keys (see `lace models --format json`
+    for examples); a missing or corrupt file gives one clear error."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold one JSON object of ModelConfig keys")
+    try:
+        return ModelConfig.from_dict(data)
+    except TypeError as exc:
+        raise ConfigError(f"config file {p}: {exc}") from None
+
+
 def get_config(name_or_config: str | ModelConfig) -> ModelConfig:
-    """A preset by name (case-insensitive), or the given config unchanged."""
+    """A preset by name (case-insensitive), a path to a JSON config file, or the given config
+    unchanged."""
     if isinstance(name_or_config, ModelConfig):
         return name_or_config
+    if str(name_or_config).endswith(".json"):
+        return load_config(name_or_config)
     key = str(name_or_config).strip().lower()
     if key not in PRESETS:
         raise UnknownNameError("model", name_or_config, sorted(PRESETS))

@@ -66,3 +66,19 @@ def test_user_config_with_unknown_key_is_rejected() -> None:
     data = PRESETS["tiny"].to_dict() | {"n_heads": 4}
     with pytest.raises(ConfigError, match="unknown config keys"):
         ModelConfig.from_dict(data)
+
+
+def test_config_file_is_loaded_and_corrupt_files_are_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "mine.json"
+    good.write_text(json.dumps(PRESETS["tiny"].replace(name="mine").to_dict()))
+    assert get_config(str(good)).name == "mine"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        get_config(str(bad))
+    with pytest.raises(ConfigError, match="does not exist"):
+        get_config(str(tmp_path / "missing.json"))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps(PRESETS["tiny"].to_dict() | {"ssm_dt_rank": 5}))
+    with pytest.raises(ConfigError, match="multiple of key heads"):
+        get_config(str(wrong))
