@@ -1,0 +1,89 @@
+"""Schedules: which stream runs each node, which events it waits for, and the
+happens-before relation that follows.
+
+A stream runs its nodes in graph order. A node waits (through an event recorded after the
+producer) for every dependency that runs on another stream — the fork event, the joins, and
+any cross-stream edge such as a branch reading a state gather done on the main stream. The
+happens-before relation is per-stream order plus those waits, closed transitively; it is
+precomputed as one bitset per node, so `happens_before(a, b)` is O(1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from concurrency.branches import BranchReport
+from concurrency.deps import node_dependencies
+from concurrency.errors import ConfigError
+from concurrency.ir import Graph
+
+DEFAULT_MAX_STREAMS = 8  # GGML_CUDA_MAX_STREAMS
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Streams and waits for every node of a graph (stream 0 is the main stream)."""
+
+    nodes: tuple[str, ...]
+    stream: tuple[int, ...]
+    waits: tuple[tuple[int, ...], ...]  # per node: indices of nodes on other streams it awaits
+    n_streams: int
+    _ancestors: tuple[int, ...] = field(repr=False, compare=False, default=())
+
+    @property
+    def index(self) -> Mapping[str, int]:
+        return MappingProxyType({n: i for i, n in enumerate(self.nodes)})
+
+    def happens_before(self, a: int, b: int) -> bool:
+        """True when node index `a` surely finishes before node index `b` starts."""
+        return bool(self._ancestors[b] >> a & 1)
+
+    def ordered(self, a: int, b: int) -> bool:
+        """True when the schedule orders the two nodes one way or the other."""
+        return a == b or self.happens_before(a, b) or self.happens_before(b, a)
+
+    def stream_of(self, name: str) -> int:
+        return self.stream[self.index[name]]
+
+
+def _finish(graph: Graph, stream: list[int], n_streams: int) -> Schedule:
+    deps = node_dependencies(graph)
+    waits = tuple(tuple(j for j in d if stream[j] != stream[i]) for i, d in enumerate(deps))
+    last_on: dict[int, int] = {}
+    anc: list[int] = []
+    for i in range(len(graph.nodes)):
+        bits = 0
+        prev = last_on.get(stream[i])
+        if prev is not None:
+            bits |= anc[prev] | (1 << prev)
+        for j in waits[i]:
+            bits |= anc[j] | (1 << j)
+        anc.append(bits)
+        last_on[stream[i]] = i
+    return Schedule(tuple(graph.nodes), tuple(stream), waits, n_streams, tuple(anc))
+
+
+def serial_schedule(graph: Graph) -> Schedule:
+    """Everything on one stream, in graph order: the baseline ggml's allocator assumes."""
+    return _finish(graph, [0] * len(graph.nodes), 1)
+
+
+def stream_schedule(
+    graph: Graph, report: BranchReport, max_streams: int = DEFAULT_MAX_STREAMS
+) -> Schedule:
+    """Branch k of every fork region on stream k (wrapping within 1..max_streams−1); every
+    other node on the main stream. With max_streams = 1 this is the serial schedule."""
+    if not isinstance(max_streams, int) or max_streams < 1:
+        raise ConfigError(f"max_streams must be a positive integer, got {max_streams!r}")
+    stream = [0] * len(graph.nodes)
+    used = 1
+    if max_streams > 1:
+        for region in report.regions:
+            for k, branch in enumerate(region.branches):
+                s = k % (max_streams - 1) + 1
+                used = max(used, s + 1)
+                for n in branch.nodes:
+                    stream[graph.index[n]] = s
+    return _finish(graph, stream, used)
