@@ -110,17 +110,13 @@ def is_noop(graph: Graph, name: str) -> bool:
 # ---------------------------------------------------------------------------- general
 def _detect_general(graph: Graph) -> BranchReport:
     deps = node_dependencies(graph)
-    users: list[list[int]] = [[] for _ in graph.nodes]
-    for i, d in enumerate(deps):
-        for j in d:
-            users[j].append(i)
     regions: list[ForkRegion] = []
     rejections: list[Rejection] = []
     region_end = -1
     for f, fork in enumerate(graph.nodes):
         if is_noop(graph, fork):
             continue
-        seeds = _real_consumers(graph, f, users)
+        seeds = _real_consumers(graph, fork)
         if len(seeds) < 2:
             continue
         if f <= region_end:
@@ -140,26 +136,16 @@ def _detect_general(graph: Graph) -> BranchReport:
     return BranchReport("general", tuple(regions), tuple(rejections))
 
 
-def _real_consumers(graph: Graph, f: int, users: list[list[int]]) -> list[int]:
-    """Non-view nodes reading fork `f` directly or through views of it."""
-    out: list[int] = []
-    stack = list(users[f])
-    seen: set[int] = set()
+def _real_consumers(graph: Graph, fork: str) -> list[int]:
+    """Indices of the non-view nodes that read `fork` directly or through views of it."""
+    out: set[int] = set()
+    stack = [fork]
     while stack:
-        i = stack.pop()
-        if i in seen:
-            continue
-        seen.add(i)
-        name = graph.nodes[i]
-        reads_fork = graph.nodes[f] in graph[name].srcs or any(
-            graph.index.get(s, -1) in seen and is_noop(graph, s) for s in graph[name].srcs
-        )
-        if not reads_fork:
-            continue
-        if is_noop(graph, name):
-            stack.extend(users[i])
-        else:
-            out.append(i)
+        for c in graph.consumers[stack.pop()]:
+            if is_noop(graph, c):
+                stack.append(c)
+            else:
+                out.add(graph.index[c])
     return sorted(out)
 
 

@@ -12,8 +12,6 @@ of planned memory is the allocator's job, and the hazard checker's to verify.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from concurrency.ir import VIEW_OPS, Graph, TensorKind
 
 
@@ -63,14 +61,3 @@ def node_dependencies(graph: Graph) -> tuple[tuple[int, ...], ...]:
         deps.discard(i)
         out.append(tuple(sorted(deps)))
     return tuple(out)
-
-
-def transitive_closure_bits(deps: Sequence[Sequence[int]]) -> list[int]:
-    """ancestors[i] as an int bitset: every node that must finish before node i starts."""
-    anc: list[int] = []
-    for d in deps:
-        bits = 0
-        for j in d:
-            bits |= anc[j] | (1 << j)
-        anc.append(bits)
-    return anc

@@ -234,6 +234,12 @@ def run_report(args: argparse.Namespace) -> int:
     `concurrency.cli.main` does, so the command behaves the same called directly or via main.
     """
     timeout_s = getattr(args, "timeout", DEFAULT_TIMEOUT_S)
+    if timeout_s <= 0:
+        print(
+            f"lace: error: --timeout must be a positive number of seconds, got {timeout_s}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         pages = build_report(Path(args.notebooks), Path(args.out), timeout_s)
     except LaceError as err:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 
 from concurrency.branches import BranchReport
@@ -32,8 +33,9 @@ class Schedule:
     n_streams: int
     _ancestors: tuple[int, ...] = field(repr=False, compare=False, default=())
 
-    @property
+    @cached_property
     def index(self) -> Mapping[str, int]:
+        """Node name → position; built once (stream_of sits on hot paths)."""
         return MappingProxyType({n: i for i, n in enumerate(self.nodes)})
 
     def happens_before(self, a: int, b: int) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import graphviz
 
-from concurrency.branches import BranchReport, ForkRegion, detect_branches, is_noop
+from concurrency.branches import BranchReport, detect_branches, is_noop
 from concurrency.deps import node_dependencies
 from concurrency.errors import LaceError, MissingToolError
 from concurrency.format import format_bytes, format_shape
@@ -179,12 +179,3 @@ def render_svg(dot: graphviz.Digraph) -> str:
             "`apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS) or "
             "`conda install -c conda-forge graphviz`"
         ) from None
-
-
-def region_summary(region: ForkRegion) -> str:
-    """One line: fork, branch sizes and joins."""
-    sizes = ", ".join(str(len(b.nodes)) for b in region.branches)
-    return (
-        f"{region.fork}: {len(region.branches)} branches ({sizes} nodes), "
-        f"joined at {', '.join(region.joins)}"
-    )
