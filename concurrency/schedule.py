@@ -50,6 +50,18 @@ class Schedule:
         return self.stream[self.index[name]]
 
 
+def schedule_from_streams(graph: Graph, stream: list[int] | tuple[int, ...]) -> Schedule:
+    """A schedule with an explicit stream per node (index-aligned with `graph.nodes`); each
+    node waits for its cross-stream dependencies. Used by tests and custom assignments."""
+    if len(stream) != len(graph.nodes):
+        raise ConfigError(
+            f"need one stream per node: {len(graph.nodes)} nodes, {len(stream)} given"
+        )
+    if any(s < 0 for s in stream):
+        raise ConfigError("stream numbers must be ≥ 0")
+    return _finish(graph, list(stream), max(stream, default=0) + 1)
+
+
 def _finish(graph: Graph, stream: list[int], n_streams: int) -> Schedule:
     deps = node_dependencies(graph)
     waits = tuple(tuple(j for j in d if stream[j] != stream[i]) for i, d in enumerate(deps))
