@@ -42,6 +42,10 @@ class Schedule:
         """True when node index `a` surely finishes before node index `b` starts."""
         return bool(self._ancestors[b] >> a & 1)
 
+    def ancestors(self, b: int) -> int:
+        """Bitset of the node indices that happen before node `b`."""
+        return self._ancestors[b]
+
     def ordered(self, a: int, b: int) -> bool:
         """True when the schedule orders the two nodes one way or the other."""
         return a == b or self.happens_before(a, b) or self.happens_before(b, a)

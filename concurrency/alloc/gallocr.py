@@ -1,0 +1,212 @@
+"""`ggml_gallocr_alloc_graph_impl`: walk the nodes once, allocate each on first need, free a
+tensor when its last reader (in plan order) has been planned.
+
+Ported rule by rule from ggml-alloc.c (llama-cpp-python 0.3.36):
+
+1. leafs first, in leaf order: graph inputs get memory; weights and caches are external;
+2. a counting pass: views add to their `view_src`'s view count; every source slot adds a child;
+3. per node: allocate it (views and external tensors never are); an in-place-eligible op takes
+   a parent's memory when the parent is owned, not an output (nor a view of one), has the same
+   layout, exactly one child left and no views; then each source loses a child, and a source
+   with no children and no views is freed (a view passes the release on to its `view_src`
+   once that has no views and no children left); outputs are never freed.
+
+`Rules` carries what the policies change: tensors never to free (and never to reuse in place),
+extra "keep alive until" dependencies (#27301's dependency nodes, honoured exactly as ggml's
+scheduler inserts them: a NONE node after `until` whose sources are the kept tensors), whether
+in-place reuse is allowed, and for `happens_before` the schedule whose order a reuse must
+respect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from concurrency.alloc.tallocr import DynAllocator, align_up
+from concurrency.ir import INPLACE_OPS, VIEW_OPS, Graph
+from concurrency.plan import MemoryPlan
+from concurrency.schedule import Schedule
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a policy changes in ggml's mechanics (the defaults are ggml's own)."""
+
+    pinned: frozenset[str] = frozenset()
+    keep_until: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    inplace: bool = True
+    respect: Schedule | None = None
+
+
+@dataclass
+class _Hash:
+    n_children: int = 0
+    n_views: int = 0
+    allocated: bool = False
+    offset: int = -1
+    block: str = ""  # the tensor that first took these bytes (in-place chains share it)
+
+
+def plan_graph(
+    graph: Graph, order: Sequence[str], alignment: int, rules: Rules, policy: str
+) -> MemoryPlan:
+    """Plan `graph`'s compute buffer visiting nodes in `order` under `rules`."""
+    return _Planner(graph, alignment, rules).run(order, policy)
+
+
+class _Planner:
+    def __init__(self, graph: Graph, alignment: int, rules: Rules) -> None:
+        self.g = graph
+        self.rules = rules
+        self.alloc = DynAllocator(alignment)
+        self.alignment = alignment
+        self.hash: dict[str, _Hash] = {}
+        self.offsets: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}
+        self.freed_after: dict[str, str] = {}
+        self.inplace_of: dict[str, str] = {}
+        self.access: dict[str, int] = {}  # block → bitset of node indices touching it
+        self.current = -1  # graph index of the node being planned
+
+    def h(self, name: str) -> _Hash:
+        hn = self.hash.get(name)
+        if hn is None:
+            hn = self.hash[name] = _Hash()
+        return hn
+
+    # ------------------------------------------------------------------ ggml's predicates
+    def is_allocated(self, name: str) -> bool:
+        return self.g[name].external or self.h(name).allocated
+
+    def ready(self, clear: int) -> bool:
+        """happens_before: every node in `clear` (but the writer itself) precedes the writer."""
+        sched = self.rules.respect
+        if sched is None or self.current < 0:
+            return True
+        clear &= ~(1 << self.current)
+        return clear & ~sched.ancestors(self.current) == 0
+
+    def same_layout(self, a: str, b: str) -> bool:
+        ta, tb = self.g[a], self.g[b]
+        return (ta.dtype, ta.shape, ta.strides_bytes) == (tb.dtype, tb.shape, tb.strides_bytes)
+
+    # ------------------------------------------------------------------ allocate / free
+    def allocate(self, name: str) -> None:
+        t = self.g[name]
+        if self.is_allocated(name) or t.is_view:
+            return
+        hn = self.h(name)
+        hn.allocated = True
+        if self.rules.inplace and t.op in INPLACE_OPS:
+            for parent in t.srcs:
+                if self.try_inplace(name, parent):
+                    return
+        size = t.nbytes
+        hn.offset = self.alloc.alloc(size, self.ready)
+        hn.block = name
+        self.offsets[name] = hn.offset
+        self.sizes[name] = align_up(size, self.alignment)
+
+    def try_inplace(self, name: str, parent: str) -> bool:
+        p = self.g[parent]
+        if not self.h(parent).allocated:  # external, a view, or not ours
+            return False
+        if p.is_output or (p.view_src is not None and self.g[p.view_src].is_output):
+            return False
+        if parent in self.rules.pinned or not self.same_layout(name, parent):
+            return False
+        ph = self.h(parent)
+        if ph.n_children != 1 or ph.n_views != 0:
+            return False
+        if not self.ready(self.access.get(ph.block, 0)):
+            return False
+        # (ggml's branch for a view parent cannot be taken: views are never "allocated".)
+        hn = self.h(name)
+        hn.offset, hn.block = ph.offset, ph.block
+        ph.allocated = False
+        self.offsets[name] = hn.offset
+        self.sizes[name] = self.sizes[parent]
+        self.inplace_of[name] = parent
+        node_size = align_up(self.g[name].nbytes, self.alignment)
+        if self.sizes[parent] > node_size:  # ggml_gallocr_free_extra_space
+            self.alloc.free(
+                ph.offset + node_size, self.sizes[parent] - node_size, self.access.get(ph.block, 0)
+            )
+        return True
+
+    def free(self, name: str, after: str) -> None:
+        t = self.g[name]
+        if t.is_output or name in self.rules.pinned:
+            return
+        hn = self.h(name)
+        self.alloc.free(hn.offset, t.nbytes, self.access.get(hn.block, 0))
+        hn.allocated = False
+        self.freed_after[name] = after
+
+    def release(self, parent: str, after: str) -> None:
+        """A source lost a child: free it (or pass the release to its view_src) when unused."""
+        ph = self.h(parent)
+        ph.n_children -= 1
+        if ph.n_children != 0 or ph.n_views != 0:
+            return
+        view_src = self.g[parent].view_src
+        if view_src is not None:
+            vh = self.h(view_src)
+            vh.n_views -= 1
+            if vh.n_views == 0 and vh.n_children == 0 and vh.allocated:
+                self.free(view_src, after)
+        elif ph.allocated:
+            self.free(parent, after)
+
+    def touch(self, name: str, index: int) -> None:
+        """Record that node `index` accesses `name`'s bytes (for the happens_before rule)."""
+        if self.rules.respect is None:
+            return
+        t = self.g[name]
+        base = t.view_src if t.view_src is not None else name
+        block = self.h(base).block
+        if block:
+            self.access[block] = self.access.get(block, 0) | (1 << index)
+
+    # ------------------------------------------------------------------ the walk
+    def run(self, order: Sequence[str], policy: str) -> MemoryPlan:
+        g, keep = self.g, self.rules.keep_until
+        for leaf in g.leafs:
+            self.allocate(leaf)
+        for name in order:
+            t = g[name]
+            if t.view_src is not None:
+                self.h(t.view_src).n_views += 1
+            if t.is_input:
+                self.allocate(name)
+            for s in t.srcs:
+                self.h(s).n_children += 1
+                if g[s].is_input:
+                    self.allocate(s)
+            for kept in keep.get(name, ()):  # the dependency node inserted after `name`
+                self.h(kept).n_children += 1
+        for name in order:
+            t = g[name]
+            self.current = g.index[name]
+            for s in t.srcs:
+                self.allocate(s)
+            self.allocate(name)
+            if t.op not in VIEW_OPS:  # views move no bytes
+                self.touch(name, self.current)
+                for s in t.srcs:
+                    self.touch(s, self.current)
+            for s in t.srcs:
+                self.release(s, name)
+            for kept in keep.get(name, ()):
+                self.release(kept, name)
+        return MemoryPlan(
+            policy=policy,
+            alignment=self.alignment,
+            offsets=self.offsets,
+            sizes=self.sizes,
+            arena_bytes=self.alloc.max_size,
+            order=tuple(order),
+            freed_after=self.freed_after,
+            inplace_of=self.inplace_of,
+        )
