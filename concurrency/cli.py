@@ -8,16 +8,20 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 
 from concurrency.branches import DETECTORS, detect_branches
 from concurrency.builders import LAYER_KINDS, MODES, build_graph
+from concurrency.compare import compare_policies
 from concurrency.config import PRESETS
-from concurrency.errors import LaceError
+from concurrency.errors import LaceError, UnknownNameError
 from concurrency.format import format_bytes
 from concurrency.ir import Graph
+from concurrency.policies import DEFAULT_ALIGNMENT, POLICIES
+from concurrency.schedule import DEFAULT_MAX_STREAMS, stream_schedule
 
 
 def _positive_int(text: str) -> int:
@@ -144,6 +148,85 @@ def cmd_branches(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_schedule_args(p: argparse.ArgumentParser) -> None:
+    """Options that turn a graph into a schedule and plans (plan, hazards, run)."""
+    p.add_argument(
+        "--max-streams",
+        type=_positive_int,
+        default=DEFAULT_MAX_STREAMS,
+        help="streams including the main one (1 = serial; default 8 as ggml)",
+    )
+    p.add_argument(
+        "--alignment",
+        type=_positive_int,
+        default=DEFAULT_ALIGNMENT,
+        help="buffer alignment in bytes (CUDA 128, ggml's CPU 32)",
+    )
+
+
+def _schedule_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    graph = graph_from_args(args)
+    report = detect_branches(graph, args.detector)
+    schedule = stream_schedule(graph, report, args.max_streams)
+    return graph, report, schedule
+
+
+def _policies(name: str) -> list[str]:
+    if name == "all":
+        return list(POLICIES)
+    if name not in POLICIES:
+        raise UnknownNameError("policy", name, [*POLICIES, "all"])
+    return [name]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    graph, report, schedule = _schedule_from_args(args)
+    results = compare_policies(graph, schedule, report, _policies(args.policy), args.alignment)
+    rows = [r.row() for r in results]
+    if args.format == "json":
+        print(
+            json.dumps(
+                {"graph": _graph_id(graph), "streams": schedule.n_streams, "policies": rows},
+                indent=1,
+            )
+        )
+        return 0
+    print(
+        f"{_graph_id(graph)}, {schedule.n_streams} stream(s), "
+        f"lower bound {format_bytes(results[0].lower_bound_bytes)}"
+    )
+    print(f"{'policy':16} {'arena':>12} {'bound/arena':>11} {'hazards':>8} {'plan ms':>8}")
+    for r in results:
+        print(
+            f"{r.policy:16} {format_bytes(r.arena_bytes):>12} {r.efficiency:>11.3f} "
+            f"{len(r.hazards):>8} {r.planning_ms:>8.2f}"
+        )
+    return 0
+
+
+def cmd_hazards(args: argparse.Namespace) -> int:
+    graph, report, schedule = _schedule_from_args(args)
+    (result,) = compare_policies(graph, schedule, report, [args.policy], args.alignment)
+    if args.format == "json":
+        print(json.dumps([dataclasses.asdict(h) for h in result.hazards], indent=1))
+        return 0
+    print(
+        f"{_graph_id(graph)}, policy {args.policy}, {schedule.n_streams} stream(s): "
+        f"{len(result.hazards)} hazard(s)"
+    )
+    for h in result.hazards[: args.limit]:
+        print(f"  [{h.kind}] {h.explanation}")
+    if len(result.hazards) > args.limit:
+        print(f"  … {len(result.hazards) - args.limit} more (raise --limit)")
+    return 0
+
+
+def _graph_id(graph: Graph) -> str:
+    m = graph.meta
+    extra = f" T={m.tokens}" if m.mode == "prefill" else ""
+    return f"{m.model} {m.layer} {m.mode} B={m.batch}{extra}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lace", description="LACE, the Linear-Attention Concurrency Explorer")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -161,6 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("branches", help="summarise the fork regions each detector finds")
     add_graph_args(p)
     p.set_defaults(func=cmd_branches)
+
+    p = sub.add_parser("plan", help="plan memory under allocator policies and check hazards")
+    add_graph_args(p)
+    add_schedule_args(p)
+    p.add_argument("--policy", default="all", help=f"one of {', '.join(POLICIES)}, or all")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("hazards", help="list the races of one policy's plan")
+    add_graph_args(p)
+    add_schedule_args(p)
+    p.add_argument("--policy", choices=list(POLICIES), default="sequential")
+    p.add_argument("--limit", type=_positive_int, default=20, help="hazards printed (table)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_hazards)
 
     try:
         from concurrency.report import add_report_parser

@@ -11,12 +11,14 @@ Ported from ggml-alloc.c (llama-cpp-python 0.3.36's vendored ggml), rule by rule
 * a freed range merges with a free block that ends where it starts or starts where it ends
   (and then with that block's neighbour when they touch); otherwise it is inserted in order.
 
-One extension, inert unless a policy uses it: every free block carries `clear`, a bitset of
-the node indices that touched its bytes last. `alloc(..., ready=...)` only considers blocks
-whose `clear` the caller accepts (the `happens_before` policy: every such node must happen
-before the new writer). When the last block is not acceptable it is split at the high-water
-mark, because the bytes above it were never used. With every `clear` empty (all other
-policies) the behaviour is exactly ggml's.
+One extension, inert unless a policy uses it: free bytes carry `clear`, a bitset of the node
+indices that touched them last, kept per *piece* (a free block is a run of touching pieces; ggml
+never leaves two free blocks touching, so with every `clear` empty each block is one piece and
+everything below is exactly ggml's). `alloc(..., ready=...)` only uses pieces whose `clear`
+the caller accepts (the `happens_before` policy: every such node must happen before the new
+writer): best fit runs over the ready runs of pieces inside the blocks other than the last,
+and otherwise the lowest ready run of the last block that fits (its never-used tail always
+does), carving from the run's start.
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ def align_up(size: int, alignment: int) -> int:
 
 
 @dataclass
-class FreeBlock:
+class FreePiece:
     offset: int
     size: int
     clear: int = 0  # bitset of nodes whose accesses must precede the next writer
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
 
 
 def _always(_: int) -> bool:
@@ -49,58 +55,84 @@ class DynAllocator:
         if alignment <= 0 or alignment & (alignment - 1):
             raise ValueError(f"alignment must be a power of two, got {alignment}")
         self.alignment = alignment
-        self.blocks: list[FreeBlock] = [FreeBlock(0, UNBOUNDED)]
+        self.pieces: list[FreePiece] = [FreePiece(0, UNBOUNDED)]
         self.max_size = 0
+
+    @property
+    def blocks(self) -> list[tuple[int, int]]:
+        """ggml's free blocks: maximal runs of touching pieces, as (offset, size)."""
+        out: list[tuple[int, int]] = []
+        for p in self.pieces:
+            if out and out[-1][0] + out[-1][1] == p.offset:
+                out[-1] = (out[-1][0], out[-1][1] + p.size)
+            else:
+                out.append((p.offset, p.size))
+        return out
+
+    def _runs(self, ready: Callable[[int], bool]) -> list[tuple[int, int, bool]]:
+        """Ready runs (offset, size, in_last_block) in address order."""
+        runs: list[tuple[int, int, bool]] = []
+        last_start = len(self.pieces) - 1
+        while last_start > 0 and self.pieces[last_start - 1].end == self.pieces[last_start].offset:
+            last_start -= 1
+        prev_end = -1
+        for i, p in enumerate(self.pieces):
+            if not ready(p.clear):
+                prev_end = -1
+                continue
+            in_last = i >= last_start
+            if runs and prev_end == p.offset and runs[-1][2] == in_last:
+                off, size, _ = runs[-1]
+                runs[-1] = (off, size + p.size, in_last)
+            else:
+                runs.append((p.offset, p.size, in_last))
+            prev_end = p.end
+        return runs
 
     def alloc(self, size: int, ready: Callable[[int], bool] = _always) -> int:
         """Offset for `size` bytes (rounded up to the alignment)."""
         size = align_up(size, self.alignment)
+        runs = self._runs(ready)
         best, best_size = -1, UNBOUNDED + 1
-        for i, block in enumerate(self.blocks[:-1]):
-            if size <= block.size <= best_size and ready(block.clear):
-                best, best_size = i, block.size
+        for offset, run_size, in_last in runs:
+            if not in_last and size <= run_size <= best_size:
+                best, best_size = offset, run_size
         if best == -1:
-            last = self.blocks[-1]
-            if not ready(last.clear):
-                high = max(self.max_size, last.offset)
-                if high > last.offset:
-                    last.size = high - last.offset
-                    self.blocks.append(FreeBlock(high, UNBOUNDED - high))
-                else:
-                    last.clear = 0  # nothing below the high-water mark: never used bytes
-            best = len(self.blocks) - 1
-        block = self.blocks[best]
-        offset = block.offset
-        block.offset += size
-        block.size -= size
-        if block.size == 0:
-            del self.blocks[best]
-        self.max_size = max(self.max_size, offset + size)
-        return offset
+            best = next(off for off, run_size, in_last in runs if in_last and run_size >= size)
+        self._take(best, size)
+        self.max_size = max(self.max_size, best + size)
+        return best
+
+    def _take(self, offset: int, size: int) -> None:
+        """Remove [offset, offset + size) from the free pieces (it lies inside ready ones)."""
+        end = offset + size
+        kept: list[FreePiece] = []
+        for p in self.pieces:
+            if p.end <= offset or p.offset >= end:
+                kept.append(p)
+                continue
+            if p.offset < offset:
+                kept.append(FreePiece(p.offset, offset - p.offset, p.clear))
+            if p.end > end:
+                kept.append(FreePiece(end, p.end - end, p.clear))
+        self.pieces = kept
 
     def free(self, offset: int, size: int, clear: int = 0) -> None:
-        """Return `size` bytes at `offset` to the pool, merging with touching neighbours."""
+        """Return `size` bytes at `offset` to the pool, merging with touching pieces of the
+        same `clear` (with every `clear` empty: ggml's merge with both neighbours)."""
         size = align_up(size, self.alignment)
-        blocks = self.blocks
-        for i, block in enumerate(blocks):
-            if block.offset + block.size == offset:
-                block.size += size
-                block.clear |= clear
-                if i + 1 < len(blocks) and block.offset + block.size == blocks[i + 1].offset:
-                    block.size += blocks[i + 1].size
-                    block.clear |= blocks[i + 1].clear
-                    del blocks[i + 1]
-                return
-            if offset + size == block.offset:
-                block.offset = offset
-                block.size += size
-                block.clear |= clear
-                if i > 0 and blocks[i - 1].offset + blocks[i - 1].size == block.offset:
-                    blocks[i - 1].size += block.size
-                    blocks[i - 1].clear |= block.clear
-                    del blocks[i]
-                return
+        pieces = self.pieces
         pos = 0
-        while pos < len(blocks) and blocks[pos].offset < offset:
+        while pos < len(pieces) and pieces[pos].offset < offset:
             pos += 1
-        blocks.insert(pos, FreeBlock(offset, size, clear))
+        piece = FreePiece(offset, size, clear)
+        if pos > 0 and pieces[pos - 1].end == offset and pieces[pos - 1].clear == clear:
+            piece = pieces[pos - 1]
+            piece.size += size
+            pos -= 1
+        else:
+            pieces.insert(pos, piece)
+        nxt = pos + 1
+        if nxt < len(pieces) and piece.end == pieces[nxt].offset and pieces[nxt].clear == clear:
+            piece.size += pieces[nxt].size
+            del pieces[nxt]
