@@ -109,7 +109,7 @@ class Tensor:
         """ggml_nrows: elements outside the first dimension."""
         return self.shape[1] * self.shape[2] * self.shape[3]
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         """ggml_nbytes: the byte span the tensor touches (0 for an empty tensor)."""
         if self.is_empty:

@@ -46,6 +46,25 @@ class Schedule:
         """Bitset of the node indices that happen before node `b`."""
         return self._ancestors[b]
 
+    @cached_property
+    def settled_at(self) -> tuple[int, ...]:
+        """settled_at[m]: the first index from which node m happens before every node (so
+        from there on m never has to be waited for again)."""
+        n = len(self.nodes)
+        settle = [n] * n
+        unseen = (1 << n) - 1
+        for k in range(n - 1, -1, -1):
+            late = ~self._ancestors[k] & unseen & ((1 << k) - 1)
+            unseen &= ~late
+            while late:
+                m = late.bit_length() - 1
+                settle[m] = k + 1
+                late &= ~(1 << m)
+        for m in range(n):
+            if unseen >> m & 1:
+                settle[m] = m + 1
+        return tuple(settle)
+
     def ordered(self, a: int, b: int) -> bool:
         """True when the schedule orders the two nodes one way or the other."""
         return a == b or self.happens_before(a, b) or self.happens_before(b, a)

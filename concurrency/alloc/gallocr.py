@@ -20,6 +20,7 @@ respect.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -61,7 +62,8 @@ class _Planner:
         self.rules = rules
         self.alloc = DynAllocator(alignment)
         self.alignment = alignment
-        self.hash: dict[str, _Hash] = {}
+        self.t = dict(graph.tensors)  # plain dict: the walk looks tensors up ~10⁵ times
+        self.hash: defaultdict[str, _Hash] = defaultdict(_Hash)
         self.offsets: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
         self.freed_after: dict[str, str] = {}
@@ -70,14 +72,11 @@ class _Planner:
         self.current = -1  # graph index of the node being planned
 
     def h(self, name: str) -> _Hash:
-        hn = self.hash.get(name)
-        if hn is None:
-            hn = self.hash[name] = _Hash()
-        return hn
+        return self.hash[name]
 
     # ------------------------------------------------------------------ ggml's predicates
     def is_allocated(self, name: str) -> bool:
-        return self.g[name].external or self.h(name).allocated
+        return self.t[name].external or self.hash[name].allocated
 
     def ready(self, clear: int) -> bool:
         """happens_before: every node in `clear` (but the writer itself) precedes the writer."""
@@ -93,8 +92,8 @@ class _Planner:
 
     # ------------------------------------------------------------------ allocate / free
     def allocate(self, name: str) -> None:
-        t = self.g[name]
-        if self.is_allocated(name) or t.is_view:
+        t = self.t[name]
+        if t.view_src is not None or t.external or self.hash[name].allocated:
             return
         hn = self.h(name)
         hn.allocated = True
@@ -146,11 +145,11 @@ class _Planner:
 
     def release(self, parent: str, after: str) -> None:
         """A source lost a child: free it (or pass the release to its view_src) when unused."""
-        ph = self.h(parent)
+        ph = self.hash[parent]
         ph.n_children -= 1
         if ph.n_children != 0 or ph.n_views != 0:
             return
-        view_src = self.g[parent].view_src
+        view_src = self.t[parent].view_src
         if view_src is not None:
             vh = self.h(view_src)
             vh.n_views -= 1
@@ -186,9 +185,20 @@ class _Planner:
                     self.allocate(s)
             for kept in keep.get(name, ()):  # the dependency node inserted after `name`
                 self.h(kept).n_children += 1
+        settle_queue: dict[int, list[int]] = {}
+        respect = self.rules.respect
+        if respect is not None:
+            for m, at in enumerate(respect.settled_at):
+                settle_queue.setdefault(at, []).append(m)
+        settled = 0
         for name in order:
             t = g[name]
             self.current = g.index[name]
+            if respect is not None:
+                for m in settle_queue.get(self.current, ()):
+                    settled |= 1 << m
+                if self.current in settle_queue:
+                    self.alloc.settle(settled)
             for s in t.srcs:
                 self.allocate(s)
             self.allocate(name)

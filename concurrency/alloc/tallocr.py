@@ -117,6 +117,19 @@ class DynAllocator:
                 kept.append(FreePiece(end, p.end - end, p.clear))
         self.pieces = kept
 
+    def settle(self, settled: int) -> None:
+        """Forget clear bits of nodes that already happen before every later node, and merge
+        pieces that become equal (keeps the piece list short; no effect without clears)."""
+        merged: list[FreePiece] = []
+        for p in self.pieces:
+            if p.clear and p.clear & ~settled == 0:
+                p.clear = 0
+            if merged and merged[-1].end == p.offset and merged[-1].clear == p.clear:
+                merged[-1].size += p.size
+            else:
+                merged.append(p)
+        self.pieces = merged
+
     def free(self, offset: int, size: int, clear: int = 0) -> None:
         """Return `size` bytes at `offset` to the pool, merging with touching pieces of the
         same `clear` (with every `clear` empty: ggml's merge with both neighbours)."""
