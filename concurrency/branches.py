@@ -196,18 +196,23 @@ def _grow_region(
         else:
             label[i] = JOINED if after_join else OPEN_NONE
             main.append(i)
-    if len(branches) < 2:
+    # A chain that never rejoins before the graph ends has no join to wait on: it is not a
+    # branch of this region, and its nodes stay on the main stream.
+    kept = [k for k in range(1, len(branches) + 1) if k in joins]
+    if len(kept) < 2:
         return None
-    end = max(joins.values(), default=i)
-    for b in range(1, len(branches) + 1):
-        joins.setdefault(b, end)  # a branch still open at the graph's end joins at its end
+    end = max(joins[k] for k in kept)
+    dropped = {j for k in range(1, len(branches) + 1) if k not in joins for j in branches[k - 1]}
+    join_nodes = {joins[k] for k in kept}
     nodes = graph.nodes
     return ForkRegion(
         fork=nodes[f],
         branches=tuple(
-            Branch(tuple(nodes[j] for j in br), nodes[joins[k]]) for k, br in enumerate(branches, 1)
+            Branch(tuple(nodes[j] for j in branches[k - 1]), nodes[joins[k]]) for k in kept
         ),
-        main_nodes=tuple(nodes[j] for j in main if j <= end and j not in joins.values()),
+        main_nodes=tuple(
+            nodes[j] for j in sorted({*main, *dropped}) if j <= end and j not in join_nodes
+        ),
         end=nodes[end],
         detector="general",
     )

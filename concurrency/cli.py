@@ -20,7 +20,7 @@ from concurrency.config import PRESETS
 from concurrency.errors import LaceError, UnknownNameError
 from concurrency.format import format_bytes
 from concurrency.ir import Graph
-from concurrency.policies import DEFAULT_ALIGNMENT, POLICIES
+from concurrency.policies import DEFAULT_ALIGNMENT, POLICIES, plan_memory
 from concurrency.schedule import DEFAULT_MAX_STREAMS, stream_schedule
 
 
@@ -31,6 +31,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
     return value
 
 
@@ -221,6 +231,48 @@ def cmd_hazards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Execute the graph on the CPU in each policy's arena and compare with float64."""
+    from concurrency.executor_numpy import check_plan
+
+    graph, report, schedule = _schedule_from_args(args)
+    seeds = range(args.seed, args.seed + args.seeds)
+    rows = []
+    for name in _policies(args.policy):
+        plan = plan_memory(graph, schedule, report, name, args.alignment)
+        for r in check_plan(graph, schedule, plan, seeds, input_seed=args.seed):
+            rows.append(
+                {
+                    "policy": name,
+                    "seed": r.seed,
+                    "max_rel_error": r.error,
+                    "matches": r.ok(args.tolerance),
+                }
+            )
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "graph": _graph_id(graph),
+                    "streams": schedule.n_streams,
+                    "tolerance": args.tolerance,
+                    "runs": rows,
+                },
+                indent=1,
+            )
+        )
+        return 0
+    print(
+        f"{_graph_id(graph)}, {schedule.n_streams} stream(s), numpy backend, "
+        f"float32 arena vs float64 reference (tolerance {args.tolerance:g})"
+    )
+    print(f"{'policy':16} {'seed':>5} {'max rel error':>14}  verdict")
+    for r in rows:
+        verdict = "matches" if r["matches"] else "WRONG (race)"
+        print(f"{r['policy']:16} {r['seed']:>5} {r['max_rel_error']:>14.3e}  {verdict}")
+    return 0
+
+
 def _graph_id(graph: Graph) -> str:
     m = graph.meta
     extra = f" T={m.tokens}" if m.mode == "prefill" else ""
@@ -259,6 +311,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=20, help="hazards printed (table)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_hazards)
+
+    p = sub.add_parser("run", help="execute a plan on the CPU and compare with float64")
+    add_graph_args(p)
+    add_schedule_args(p)
+    p.add_argument(
+        "--backend",
+        choices=("numpy",),
+        default="numpy",
+        help="numpy: CPU, float32 inside the planned arena",
+    )
+    p.add_argument("--policy", default="sequential", help=f"one of {', '.join(POLICIES)}, or all")
+    p.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="seed of the inputs and of the first execution order",
+    )
+    p.add_argument("--seeds", type=_positive_int, default=1, help="execution orders to try")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max relative error allowed")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_run)
 
     try:
         from concurrency.report import add_report_parser

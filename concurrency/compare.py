@@ -63,3 +63,60 @@ def compare_policies(
         hazards = tuple(check_hazards(graph, schedule, plan))
         out.append(PolicyResult(name, plan, hazards, bound, elapsed_ms))
     return out
+
+
+def policy_sweep(
+    model: str,
+    layer: str,
+    batches: Sequence[int],
+    policies: Sequence[str],
+    *,
+    mode: str = "decode",
+    tokens: int | None = None,
+    detector: str = "general",
+    max_streams: int = 8,
+    alignment: int = DEFAULT_ALIGNMENT,
+) -> list[dict[str, object]]:
+    """`compare_policies` rows for each batch size (plus a `batch` column)."""
+    from concurrency.branches import detect_branches
+    from concurrency.builders import build_graph
+    from concurrency.schedule import stream_schedule
+
+    rows: list[dict[str, object]] = []
+    for b in batches:
+        graph = build_graph(model, layer, mode, b, tokens)
+        report = detect_branches(graph, detector)
+        schedule = stream_schedule(graph, report, max_streams)
+        for r in compare_policies(graph, schedule, report, policies, alignment):
+            rows.append({"batch": b, **r.row()})
+    return rows
+
+
+def policy_runs(
+    graph: Graph,
+    schedule: Schedule,
+    report: BranchReport,
+    policies: Sequence[str],
+    seeds: Sequence[int],
+    alignment: int = DEFAULT_ALIGNMENT,
+    tolerance: float = 1e-4,
+) -> list[dict[str, object]]:
+    """Run each policy's plan on the CPU executor for every seed: how many execution orders
+    the schedule allows give wrong numbers (the race, shown without a GPU)."""
+    from concurrency.executor_numpy import check_plan
+
+    rows: list[dict[str, object]] = []
+    for name in policies:
+        plan = plan_memory(graph, schedule, report, name, alignment)
+        runs = check_plan(graph, schedule, plan, seeds)
+        wrong = [r.seed for r in runs if not r.ok(tolerance)]
+        rows.append(
+            {
+                "policy": name,
+                "orders tried": len(runs),
+                "wrong results": len(wrong),
+                "max rel error": max(r.error for r in runs),
+                "wrong seeds": wrong,
+            }
+        )
+    return rows

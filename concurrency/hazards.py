@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
+from heapq import heappop, heappush
 
 from concurrency.branches import ForkRegion
 from concurrency.errors import ConfigError
@@ -84,31 +85,41 @@ def check_hazards(graph: Graph, schedule: Schedule, plan: MemoryPlan) -> list[Ha
     """All hazards of running `graph` under `schedule` with memory laid out by `plan`.
 
     One hazard per (node pair, tensor pair), sorted by byte start, then node indices.
-    Accesses are swept in order of their first byte, keeping the ones still open; a new
-    access is compared only with open writes (and, if it writes, open reads), so the cost
-    grows with the number of overlapping pairs, not with the square of the node count.
+    Accesses are swept in order of their first byte while a heap retires those that have
+    ended; open accesses are kept as bitsets of their nodes, so a new access meets only the
+    open ones whose nodes the schedule leaves unordered with its own (one AND with that node's
+    concurrency bitset). The cost grows with the racing pairs, not with the square of the node
+    count nor with the pairs that reuse bytes safely.
     """
     if tuple(schedule.nodes) != tuple(graph.nodes):
         raise ConfigError("the schedule was made for a different graph; rebuild it for this one")
     accesses = sorted(node_accesses(graph, plan), key=lambda a: (a.start, a.end, a.node))
+    concurrent = _concurrent_sets(schedule)
     position = _plan_positions(graph, plan)
-    happens_before = schedule.happens_before
+    n = len(graph.nodes)
+    open_by_node: list[list[Access]] = [[] for _ in range(n)]
+    n_open = [[0] * n, [0] * n]  # per node: open reads, open writes
+    open_mask = [0, 0]  # nodes with an open read / an open write
+    ending: list[tuple[int, int, Access]] = []
     found: list[tuple[Access, Access]] = []
-    open_writes: list[Access] = []
-    open_reads: list[Access] = []
-    for x in accesses:
-        open_writes = [w for w in open_writes if w.end > x.start]
-        candidates = open_writes
-        if x.write:
-            open_reads = [r for r in open_reads if r.end > x.start]
-            candidates = open_writes + open_reads
-        for y in candidates:
-            a, b = (y, x) if position[y.node] < position[x.node] else (x, y)
-            if a.node != b.node and not (
-                happens_before(a.node, b.node) or happens_before(b.node, a.node)
-            ):
-                found.append((a, b))
-        (open_writes if x.write else open_reads).append(x)
+    for seq, x in enumerate(accesses):
+        while ending and ending[0][0] <= x.start:
+            y = heappop(ending)[2]
+            open_by_node[y.node].remove(y)
+            n_open[y.write][y.node] -= 1
+            if not n_open[y.write][y.node]:
+                open_mask[y.write] ^= 1 << y.node
+        mask = concurrent[x.node] & (open_mask[1] | open_mask[0] if x.write else open_mask[1])
+        while mask:
+            low = mask & -mask
+            mask ^= low
+            for y in open_by_node[low.bit_length() - 1]:
+                if (x.write or y.write) and not schedule.ordered(x.node, y.node):
+                    found.append((y, x) if position[y.node] < position[x.node] else (x, y))
+        open_by_node[x.node].append(x)
+        n_open[x.write][x.node] += 1
+        open_mask[x.write] |= 1 << x.node
+        heappush(ending, (x.end, seq, x))
     hazards = [_hazard(graph, schedule, a, b) for a, b in found]
     index = graph.index
     hazards.sort(
@@ -121,6 +132,34 @@ def check_hazards(graph: Graph, schedule: Schedule, plan: MemoryPlan) -> list[Ha
         )
     )
     return hazards
+
+
+def _concurrent_sets(schedule: Schedule) -> list[int]:
+    """Per node index, a bitset of the nodes it is unordered with.
+
+    Rebuilt from the schedule's public description (stream order plus waits): ancestors
+    forward, descendants backward. Candidates are still confirmed with
+    `Schedule.ordered`, so the answer always agrees with the schedule's own relation.
+    """
+    n = len(schedule.nodes)
+    preds: list[list[int]] = []
+    last_on: dict[int, int] = {}
+    for i, s in enumerate(schedule.stream):
+        p = list(schedule.waits[i])
+        if s in last_on:
+            p.append(last_on[s])
+        last_on[s] = i
+        preds.append(p)
+    anc = [0] * n
+    for i in range(n):
+        for j in preds[i]:
+            anc[i] |= anc[j] | 1 << j
+    desc = [0] * n
+    for i in reversed(range(n)):
+        for j in preds[i]:
+            desc[j] |= desc[i] | 1 << i
+    full = (1 << n) - 1
+    return [full ^ (anc[i] | desc[i] | 1 << i) for i in range(n)]
 
 
 def _plan_positions(graph: Graph, plan: MemoryPlan) -> list[int]:
@@ -193,8 +232,8 @@ def is_valid_ggml(
                 if k < len(entries) and entries[k][0] < rng[1]:
                     start, end, other = entries[k]
                     return False, (
-                        f"writes overlap: `{name}` (stream {stream}) and `{other}` "
-                        f"(stream {other_stream}) both write bytes "
+                        f"writes overlap: {_who(graph, name, stream)} and "
+                        f"{_who(graph, other, other_stream)} both write bytes "
                         f"{start}–{min(end, rng[1]) - 1}; ggml-cuda runs the graph on one stream"
                     )
         for src in graph[name].srcs:
@@ -206,6 +245,16 @@ def is_valid_ggml(
     return True, (
         "accepted: no two streams write overlapping bytes outside the join's buffer and no "
         "branch reads another stream's node (sources from outside the region are not checked)"
+    )
+
+
+def _who(graph: Graph, name: str, stream: int) -> str:
+    """`name` (stream k), naming the base tensor whose bytes ggml counts for a view."""
+    base = graph.base(name)
+    return (
+        f"`{name}` (stream {stream})"
+        if base == name
+        else f"`{name}` (stream {stream}, in `{base}`)"
     )
 
 

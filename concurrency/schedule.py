@@ -85,9 +85,15 @@ def schedule_from_streams(graph: Graph, stream: list[int] | tuple[int, ...]) -> 
     return _finish(graph, list(stream), max(stream, default=0) + 1)
 
 
-def _finish(graph: Graph, stream: list[int], n_streams: int) -> Schedule:
+def _finish(
+    graph: Graph, stream: list[int], n_streams: int, joins: dict[int, set[int]] | None = None
+) -> Schedule:
     deps = node_dependencies(graph)
-    waits = tuple(tuple(j for j in d if stream[j] != stream[i]) for i, d in enumerate(deps))
+    extra = joins or {}
+    waits = tuple(
+        tuple(sorted(j for j in set(d) | extra.get(i, set()) if stream[j] != stream[i]))
+        for i, d in enumerate(deps)
+    )
     last_on: dict[int, int] = {}
     anc: list[int] = []
     for i in range(len(graph.nodes)):
@@ -116,11 +122,18 @@ def stream_schedule(
         raise ConfigError(f"max_streams must be a positive integer, got {max_streams!r}")
     stream = [0] * len(graph.nodes)
     used = 1
+    joins: dict[int, set[int]] = {}
     if max_streams > 1:
         for region in report.regions:
+            end = graph.index[region.end]
             for k, branch in enumerate(region.branches):
                 s = k % (max_streams - 1) + 1
                 used = max(used, s + 1)
                 for n in branch.nodes:
                     stream[graph.index[n]] = s
-    return _finish(graph, stream, used)
+                # ggml records each side stream's join event at the join, after everything
+                # queued on it: the join waits for the whole branch, and so does the end.
+                tail = max(graph.index[n] for n in branch.nodes)
+                joins.setdefault(graph.index[branch.join], set()).add(tail)
+                joins.setdefault(end, set()).add(tail)
+    return _finish(graph, stream, used, joins)

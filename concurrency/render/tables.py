@@ -8,6 +8,7 @@ import pandas as pd
 
 from concurrency.branches import BranchReport, detect_branches
 from concurrency.builders import build_graph
+from concurrency.hazards import Hazard
 from concurrency.ir import Graph
 
 
@@ -69,4 +70,23 @@ def batch_sweep(
                     g[n].nbytes for n in br.nodes if not g[n].is_view
                 )
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def hazard_frame(hazards: Iterable[Hazard], tensor: str | None = None) -> pd.DataFrame:
+    """One row per hazard (kind, nodes, streams, bytes, sentence); only those touching
+    `tensor` when it is given."""
+    rows = [
+        {
+            "kind": h.kind,
+            "first node": h.first_node,
+            "stream": h.first_stream,
+            "second node": h.second_node,
+            "stream ": h.second_stream,
+            "bytes": f"{h.start}–{h.end - 1}",
+            "explanation": h.explanation,
+        }
+        for h in hazards
+        if tensor is None or tensor in (h.first_tensor, h.second_tensor)
+    ]
     return pd.DataFrame(rows)
