@@ -18,7 +18,7 @@ from heapq import heappop, heappush
 
 from concurrency.branches import ForkRegion
 from concurrency.errors import ConfigError
-from concurrency.ir import VIEW_OPS, Graph
+from concurrency.ir import Graph
 from concurrency.plan import MemoryPlan
 from concurrency.schedule import Schedule
 
@@ -67,17 +67,11 @@ def node_accesses(graph: Graph, plan: MemoryPlan) -> list[Access]:
     inputs are written by the host before the graph runs, so they are only ever read.
     """
     out: list[Access] = []
-    for i, name in enumerate(graph.nodes):
-        t = graph[name]
-        if t.op in VIEW_OPS:
-            continue
-        rng = plan.byte_range(graph, name)
-        if rng is not None:
-            out.append(Access(i, name, rng[0], rng[1], True))
-        for src in dict.fromkeys(t.srcs):  # a tensor read twice is one access
-            rng = plan.byte_range(graph, src)
-            if rng is not None:
-                out.append(Access(i, src, rng[0], rng[1], False))
+    offsets = plan.offsets
+    for i, tensor, base, offset, nbytes, write in graph.memory_touches:
+        start = offsets.get(base)
+        if start is not None:
+            out.append(Access(i, tensor, start + offset, start + offset + nbytes, write))
     return out
 
 
@@ -94,7 +88,7 @@ def check_hazards(graph: Graph, schedule: Schedule, plan: MemoryPlan) -> list[Ha
     if tuple(schedule.nodes) != tuple(graph.nodes):
         raise ConfigError("the schedule was made for a different graph; rebuild it for this one")
     accesses = sorted(node_accesses(graph, plan), key=lambda a: (a.start, a.end, a.node))
-    concurrent = _concurrent_sets(schedule)
+    concurrent = schedule.unordered_sets
     position = _plan_positions(graph, plan)
     n = len(graph.nodes)
     open_by_node: list[list[Access]] = [[] for _ in range(n)]
@@ -132,34 +126,6 @@ def check_hazards(graph: Graph, schedule: Schedule, plan: MemoryPlan) -> list[Ha
         )
     )
     return hazards
-
-
-def _concurrent_sets(schedule: Schedule) -> list[int]:
-    """Per node index, a bitset of the nodes it is unordered with.
-
-    Rebuilt from the schedule's public description (stream order plus waits): ancestors
-    forward, descendants backward. Candidates are still confirmed with
-    `Schedule.ordered`, so the answer always agrees with the schedule's own relation.
-    """
-    n = len(schedule.nodes)
-    preds: list[list[int]] = []
-    last_on: dict[int, int] = {}
-    for i, s in enumerate(schedule.stream):
-        p = list(schedule.waits[i])
-        if s in last_on:
-            p.append(last_on[s])
-        last_on[s] = i
-        preds.append(p)
-    anc = [0] * n
-    for i in range(n):
-        for j in preds[i]:
-            anc[i] |= anc[j] | 1 << j
-    desc = [0] * n
-    for i in reversed(range(n)):
-        for j in preds[i]:
-            desc[j] |= desc[i] | 1 << i
-    full = (1 << n) - 1
-    return [full ^ (anc[i] | desc[i] | 1 << i) for i in range(n)]
 
 
 def _plan_positions(graph: Graph, plan: MemoryPlan) -> list[int]:

@@ -207,6 +207,25 @@ class Graph:
         t = self.tensors[name]
         return t.view_src if t.view_src is not None else name
 
+    @cached_property
+    def memory_touches(self) -> tuple[tuple[int, str, str, int, int, bool], ...]:
+        """Every byte range a node touches, plan-independently: (node index, tensor, base
+        tensor, offset in the base, bytes, is_write). A compute node writes its own tensor
+        and reads each distinct source; view ops touch nothing; empty and external tensors
+        are left out. A plan turns these into arena ranges by adding the base's offset."""
+        out = []
+        for i, name in enumerate(self.nodes):
+            t = self.tensors[name]
+            if t.op in VIEW_OPS:
+                continue
+            for tensor, write in ((name, True), *((s, False) for s in dict.fromkeys(t.srcs))):
+                x = self.tensors[tensor]
+                if x.external or x.nbytes == 0 or (x.is_leaf and not x.is_input):
+                    continue
+                base = x.view_src if x.view_src is not None else tensor
+                out.append((i, tensor, base, x.view_offset_bytes, x.nbytes, write))
+        return tuple(out)
+
     def node_tensors(self) -> list[Tensor]:
         return [self.tensors[n] for n in self.nodes]
 

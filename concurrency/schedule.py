@@ -65,6 +65,26 @@ class Schedule:
                 settle[m] = m + 1
         return tuple(settle)
 
+    @cached_property
+    def unordered_sets(self) -> tuple[int, ...]:
+        """Per node index, a bitset of the nodes it is unordered with (neither happens before
+        the other): ancestors forward, descendants backward; computed once per schedule."""
+        n = len(self.nodes)
+        desc = [0] * n
+        last_on: dict[int, int] = {}
+        preds: list[list[int]] = []
+        for i, s in enumerate(self.stream):
+            p = list(self.waits[i])
+            if s in last_on:
+                p.append(last_on[s])
+            last_on[s] = i
+            preds.append(p)
+        for i in reversed(range(n)):
+            for j in preds[i]:
+                desc[j] |= desc[i] | 1 << i
+        full = (1 << n) - 1
+        return tuple(full ^ (self._ancestors[i] | desc[i] | 1 << i) for i in range(n))
+
     def ordered(self, a: int, b: int) -> bool:
         """True when the schedule orders the two nodes one way or the other."""
         return a == b or self.happens_before(a, b) or self.happens_before(b, a)

@@ -20,3 +20,27 @@ def test_bench_detect_27b_stack(benchmark) -> None:  # type: ignore[no-untyped-d
     g = build_graph("qwen3.5-27b", "stack", "decode", 1)
     rep = benchmark(detect_branches, g, "general")
     assert len(rep.regions) == 128  # one mixer fork and one FFN fork per layer
+
+
+def _plan_and_check_all(graph, schedule, report):  # type: ignore[no-untyped-def]
+    from concurrency.hazards import check_hazards
+    from concurrency.policies import POLICIES, plan_memory
+
+    return {
+        name: len(check_hazards(graph, schedule, plan_memory(graph, schedule, report, name)))
+        for name in POLICIES
+    }
+
+
+@pytest.mark.benchmark(group="plan")
+def test_bench_six_policies_and_hazards_27b_stack(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """Issue 3's budget: all six policies plus their hazard checks on the 64-layer
+    Qwen3.5-27B decode stack, well under 250 ms on one core."""
+    from concurrency.schedule import stream_schedule
+
+    g = build_graph("qwen3.5-27b", "stack", "decode", 1)
+    rep = detect_branches(g)
+    sched = stream_schedule(g, rep)
+    counts = benchmark(_plan_and_check_all, g, sched, rep)
+    assert counts["happens_before"] == counts["alloc_dep"] == 0
+    assert counts["sequential"] > 0
