@@ -160,9 +160,7 @@ class _Planner:
 
     def touch(self, name: str, index: int) -> None:
         """Record that node `index` accesses `name`'s bytes (for the happens_before rule)."""
-        if self.rules.respect is None:
-            return
-        t = self.g[name]
+        t = self.t[name]
         base = t.view_src if t.view_src is not None else name
         block = self.h(base).block
         if block:
@@ -170,46 +168,49 @@ class _Planner:
 
     # ------------------------------------------------------------------ the walk
     def run(self, order: Sequence[str], policy: str) -> MemoryPlan:
-        g, keep = self.g, self.rules.keep_until
-        for leaf in g.leafs:
-            self.allocate(leaf)
-        for name in order:
-            t = g[name]
+        tensors, hashes, keep = self.t, self.hash, self.rules.keep_until
+        allocate, release = self.allocate, self.release
+        for leaf in self.g.leafs:
+            allocate(leaf)
+        for name in order:  # counting pass
+            t = tensors[name]
             if t.view_src is not None:
-                self.h(t.view_src).n_views += 1
+                hashes[t.view_src].n_views += 1
             if t.is_input:
-                self.allocate(name)
+                allocate(name)
             for s in t.srcs:
-                self.h(s).n_children += 1
-                if g[s].is_input:
-                    self.allocate(s)
+                hashes[s].n_children += 1
+                if tensors[s].is_input:
+                    allocate(s)
             for kept in keep.get(name, ()):  # the dependency node inserted after `name`
-                self.h(kept).n_children += 1
-        settle_queue: dict[int, list[int]] = {}
+                hashes[kept].n_children += 1
         respect = self.rules.respect
+        settle_queue: dict[int, list[int]] = {}
         if respect is not None:
             for m, at in enumerate(respect.settled_at):
                 settle_queue.setdefault(at, []).append(m)
         settled = 0
+        index = self.g.index
         for name in order:
-            t = g[name]
-            self.current = g.index[name]
+            t = tensors[name]
+            self.current = index[name]
             if respect is not None:
-                for m in settle_queue.get(self.current, ()):
-                    settled |= 1 << m
                 if self.current in settle_queue:
+                    for m in settle_queue[self.current]:
+                        settled |= 1 << m
                     self.alloc.settle(settled)
+                if t.op not in VIEW_OPS:  # views move no bytes
+                    for s in t.srcs:
+                        self.touch(s, self.current)
             for s in t.srcs:
-                self.allocate(s)
-            self.allocate(name)
-            if t.op not in VIEW_OPS:  # views move no bytes
+                allocate(s)
+            allocate(name)
+            if respect is not None and t.op not in VIEW_OPS:
                 self.touch(name, self.current)
-                for s in t.srcs:
-                    self.touch(s, self.current)
             for s in t.srcs:
-                self.release(s, name)
+                release(s, name)
             for kept in keep.get(name, ()):
-                self.release(kept, name)
+                release(kept, name)
         return MemoryPlan(
             policy=policy,
             alignment=self.alignment,
