@@ -44,7 +44,7 @@ import numpy as np
 
 from concurrency.errors import LaceError
 from concurrency.ir import DTYPE_BYTES, Graph, Tensor, TensorKind
-from concurrency.numpy_ops import Array, gated_delta_rule, run_node
+from concurrency.numpy_ops import Array, gated_delta_rule, gated_delta_rule_chunked, run_node
 from concurrency.plan import MemoryPlan
 from concurrency.schedule import Schedule
 
@@ -420,6 +420,7 @@ __all__ = [
     "check_plan",
     "check_size",
     "gated_delta_rule",
+    "gated_delta_rule_chunked",
     "linearization",
     "make_inputs",
     "max_rel_error",

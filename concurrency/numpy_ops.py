@@ -164,13 +164,73 @@ def gated_delta_rule(
     return outs, s_mat
 
 
+CHUNK = 64
+
+
+def gated_delta_rule_chunked(
+    q: Array, k: Array, v: Array, g: Array, beta: Array, state: Array, chunk: int = CHUNK
+) -> tuple[Array, Array]:
+    """The chunked (WY / UT-transform) form of the same rule (gdn-reference §2.2), as prefill
+    kernels compute it; same arguments and results as `gated_delta_rule`.
+
+    Per chunk of `chunk` tokens (the tail zero-padded with g = β = 0, k = v = 0, which changes
+    nothing): γ = cumsum(g); Γ_ij = e^(γ_i − γ_j) for i ≥ j (masked before exp);
+    L = strictly-lower(β_i k̂_i·k̂_j Γ_ij); T = (I + L)⁻¹; U = T diag(β) V;
+    W = T diag(β e^γ) K̂; V_new = U − W S; O = diag(e^γ) Q̂ S + ((Q̂ K̂ᵀ) ⊙ Γ) V_new;
+    S ← e^(γ_last) S + K̂ᵀ diag(e^(γ_last − γ)) V_new.
+    """
+    hk, hv = q.shape[2], v.shape[2]
+    if hv % hk:
+        raise LaceError(f"value heads ({hv}) must be a multiple of key heads ({hk})")
+    r = hv // hk
+    n_tok = q.shape[1]
+    pad = (-n_tok) % chunk
+
+    def heads_first(x: Array) -> Array:  # [n_seqs, T, H, ...] → [n_seqs, H, T+pad, ...]
+        x = np.moveaxis(x, 2, 1)
+        widths = [(0, 0)] * x.ndim
+        widths[2] = (0, pad)
+        return np.pad(x, widths)
+
+    qh = heads_first(np.repeat(q, r, axis=2) / math.sqrt(q.shape[-1]))
+    kh = heads_first(np.repeat(k, r, axis=2))
+    vh = heads_first(v)
+    gh, bh = heads_first(g), heads_first(beta)
+    s_mat = np.array(state, dtype=np.result_type(state, q))
+    outs = np.empty_like(vh, dtype=s_mat.dtype)
+    causal = np.tril(np.ones((chunk, chunk), dtype=bool))
+    strict = np.tril(np.ones((chunk, chunk), dtype=bool), -1)
+    eye = np.eye(chunk)
+    for c0 in range(0, n_tok + pad, chunk):
+        sl = slice(c0, c0 + chunk)
+        qc, kc, vc, gc, bc = qh[:, :, sl], kh[:, :, sl], vh[:, :, sl], gh[:, :, sl], bh[:, :, sl]
+        gamma = np.cumsum(gc, axis=-1)  # [n, H, c]
+        diff = gamma[..., :, None] - gamma[..., None, :]
+        decay = np.where(causal, np.exp(np.where(causal, diff, 0.0)), 0.0)
+        kk = np.einsum("nhik,nhjk->nhij", kc, kc)
+        lower = np.where(strict, bc[..., :, None] * kk * decay, 0.0)
+        t_inv = np.linalg.solve(eye + lower, np.broadcast_to(eye, lower.shape))
+        u = t_inv @ (bc[..., None] * vc)
+        w = t_inv @ ((bc * np.exp(gamma))[..., None] * kc)
+        v_new = u - w @ s_mat
+        qk = np.einsum("nhik,nhjk->nhij", qc, kc) * decay
+        outs[:, :, sl] = (np.exp(gamma)[..., None] * (qc @ s_mat)) + qk @ v_new
+        last = gamma[..., -1:]
+        s_mat = np.exp(last)[..., None] * s_mat + np.swapaxes(kc, -1, -2) @ (
+            np.exp(last - gamma)[..., None] * v_new
+        )
+    return np.moveaxis(outs[:, :, :n_tok], 1, 2), s_mat
+
+
 def _op_gated_delta_net(t: Tensor, s: list[Array], out: Array) -> Array:
     """Fused GDN: srcs q, k, v, g, beta, state in ggml layout (module docstring); the output
     holds the outputs [S, Hv, n_tokens, n_seqs], then the final states [S_k, S_v, Hv, n_seqs]."""
     if t.params and int(t.params[0]) != 1:  # type: ignore[call-overload]
         raise LaceError(f"GATED_DELTA_NET with {t.params[0]} state snapshots is not implemented")
     q, k, v, g, beta, state = s
-    o, new_state = gated_delta_rule(q, k, v, g[..., 0], beta[..., 0], np.swapaxes(state, -1, -2))
+    # decode steps use the recurrent form, prompts the chunked one (as fused_gdn_ar / _ch)
+    rule = gated_delta_rule if q.shape[1] == 1 else gated_delta_rule_chunked
+    o, new_state = rule(q, k, v, g[..., 0], beta[..., 0], np.swapaxes(state, -1, -2))
     flat = np.concatenate([o.reshape(-1), np.swapaxes(new_state, -1, -2).reshape(-1)])
     return flat.reshape(out.shape)
 
