@@ -12,12 +12,13 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.lace-installed
 DOT_FIX := install Graphviz: apt-get install graphviz / brew install graphviz / conda install -c conda-forge graphviz
 
-.PHONY: setup report test bench graphviz
+.PHONY: setup report test bench graphviz oracle
 
 report: setup
 	$(PYTHON) -m concurrency report
 
 test: setup
+	@$(MAKE) --no-print-directory oracle || echo "lace: the ggml oracle could not be built; its fidelity tests will be skipped (see above)" >&2
 	$(VENV)/bin/ruff check .
 	$(PYTHON) -m pytest
 
@@ -40,6 +41,26 @@ $(STAMP): pyproject.toml | $(PYTHON)
 	@echo "lace: installing lace-kit and its dev tools into $(VENV)"
 	$(PYTHON) -m pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $@
+
+# The ggml oracle: llama-cpp-python 0.3.36 built from source for the CPU, as small as its CMake
+# options allow; the wheel is cached so later runs only install it (about 6 minutes the first time
+# on 2 cores).
+ORACLE_VERSION := 0.3.36
+WHEELS := $(HOME)/.cache/lace/wheels
+ORACLE_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+  -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF \
+  -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DGGML_LLAMAFILE=OFF -DCMAKE_BUILD_TYPE=Release
+
+oracle: $(STAMP)
+	@$(PYTHON) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llama_cpp') is None)" && exit 0; \
+	mkdir -p $(WHEELS); \
+	if ! ls $(WHEELS)/llama_cpp_python-$(ORACLE_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "lace: building llama-cpp-python $(ORACLE_VERSION) for the CPU (first time only, several minutes)"; \
+	  CMAKE_ARGS="$(ORACLE_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	    $(PYTHON) -m pip wheel --disable-pip-version-check -q --no-deps \
+	    --no-binary llama-cpp-python -w $(WHEELS) llama-cpp-python==$(ORACLE_VERSION); \
+	fi; \
+	$(PYTHON) -m pip install --disable-pip-version-check -q $(WHEELS)/llama_cpp_python-$(ORACLE_VERSION)-*.whl
 
 # The graphviz Python package only drives the `dot` program; it does not ship it.
 graphviz:

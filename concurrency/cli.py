@@ -273,6 +273,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    """LACE's plans against ggml-alloc's own, per graph and policy."""
+    from concurrency.oracle.fidelity import fidelity_table, preset_cases
+    from concurrency.oracle.ggml_lib import Ggml
+
+    ggml = Ggml.load()
+    rows = fidelity_table(ggml, preset_cases(args.models, args.batches), args.detector)
+    if args.format == "json":
+        print(json.dumps([r.row() for r in rows], indent=1))
+    else:
+        print(f"{'graph':42} {'policy':11} {'LACE bytes':>12} {'ggml bytes':>12}  offsets equal?")
+        for r in rows:
+            print(
+                f"{r.graph:42} {r.policy:11} {r.lace_bytes:>12} {r.ggml_bytes:>12}  "
+                f"{'yes' if r.equal else f'NO ({len(r.mismatched)} differ)'}"
+            )
+        same = sum(r.equal for r in rows)
+        print(f"{same} of {len(rows)} plans identical to ggml-alloc's")
+    return 0 if all(r.equal for r in rows) else 1
+
+
 def _graph_id(graph: Graph) -> str:
     m = graph.meta
     extra = f" T={m.tokens}" if m.mode == "prefill" else ""
@@ -332,6 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-4, help="max relative error allowed")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("fidelity", help="compare LACE's plans with ggml-alloc itself")
+    p.add_argument("--models", nargs="+", default=["tiny", "qwen3.5-0.8b", "qwen3.5-27b"])
+    p.add_argument("--batches", nargs="+", type=_positive_int, default=[1, 4])
+    p.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default="ggml",
+        help="regions for interleave and alloc_dep (default: ggml-cuda's own)",
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_fidelity)
 
     try:
         from concurrency.report import add_report_parser

@@ -170,3 +170,38 @@ def test_unknown_policy_names_the_choices() -> None:
     g = build_graph("tiny")
     with pytest.raises(UnknownNameError, match="happens_before"):
         plan_memory(g, serial_schedule(g), detect_branches(g), "greedy")
+
+
+# ------------------------------------------------------------------------- found by the oracle
+def test_regression_free_merges_with_the_first_adjacent_block_past_an_empty_one() -> None:
+    """Rule that differed (found against ggml-alloc, issue 4): freeing a zero-size tensor can
+    leave an empty block inside another block's range, and ggml's free scans *all* blocks for
+    one that ends where the freed range starts, so it still merges across that empty block.
+    LACE used to look only at the positional neighbour, kept two blocks, and placed
+    `linear_attn_out-0` at 27680 where ggml-alloc (0.3.36, CPU, 32-byte alignment) puts it at
+    1024 in the tiny GDN layer under #27301's dependencies."""
+    g = build_graph("tiny", "gdn", "decode", 1)
+    rep = detect_branches(g)
+    plan = plan_memory(g, serial_schedule(g), rep, "alloc_dep", alignment=32)
+    assert plan.offsets["linear_attn_out-0"] == 1024
+    assert plan.arena_bytes == 49376  # ggml's buffer size for this graph
+
+
+def test_regression_interleave_keeps_leaf_order_and_dependencies() -> None:
+    """Rules that differed: (1) ggml-cuda reorders nodes only, so inputs are still allocated
+    in the graph's leaf order; (2) the interleaved order must stay topological, including the
+    no-ops a lane carries behind a node."""
+    from concurrency.deps import node_dependencies
+    from concurrency.policies.interleave import interleaved_nodes
+
+    g = build_graph("tiny", "stack", "decode", 1)
+    rep = detect_branches(g)
+    order = interleaved_nodes(g, rep)
+    assert sorted(order) == sorted(g.nodes) and order != g.nodes
+    pos = {n: i for i, n in enumerate(order)}
+    deps = node_dependencies(g)
+    assert all(pos[g.nodes[j]] < pos[n] for i, n in enumerate(g.nodes) for j in deps[i])
+    plan = plan_memory(g, serial_schedule(g), rep, "interleave", alignment=32)
+    inputs = [n for n in g.leafs if g[n].is_input]
+    offsets = [plan.offsets[n] for n in inputs]
+    assert offsets == sorted(offsets)  # allocated first, one after another, in leaf order

@@ -60,7 +60,7 @@ class _Planner:
     def __init__(self, graph: Graph, alignment: int, rules: Rules) -> None:
         self.g = graph
         self.rules = rules
-        self.alloc = DynAllocator(alignment)
+        self.alloc = DynAllocator(alignment, coalesce=rules.respect is not None)
         self.alignment = alignment
         self.t = dict(graph.tensors)  # plain dict: the walk looks tensors up ~10⁵ times
         self.hash: defaultdict[str, _Hash] = defaultdict(_Hash)
@@ -170,7 +170,7 @@ class _Planner:
     def run(self, order: Sequence[str], policy: str) -> MemoryPlan:
         tensors, hashes, keep = self.t, self.hash, self.rules.keep_until
         allocate, release = self.allocate, self.release
-        for leaf in self.g.leafs:
+        for leaf in self.g.leafs:  # graph_optimize reorders nodes only: leafs keep their order
             allocate(leaf)
         for name in order:  # counting pass
             t = tensors[name]

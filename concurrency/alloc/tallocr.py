@@ -51,10 +51,13 @@ def _always(_: int) -> bool:
 class DynAllocator:
     """One chunk of ggml's dynamic allocator (planning only: no memory is touched)."""
 
-    def __init__(self, alignment: int) -> None:
+    def __init__(self, alignment: int, coalesce: bool = False) -> None:
         if alignment <= 0 or alignment & (alignment - 1):
             raise ValueError(f"alignment must be a power of two, got {alignment}")
         self.alignment = alignment
+        # Only the happens_before rule needs ready pieces that touch to count as one run;
+        # ggml itself can leave touching blocks apart (a zero-size block between them).
+        self.coalesce = coalesce
         self.pieces: list[FreePiece] = [FreePiece(0, UNBOUNDED)]
         self.max_size = 0
 
@@ -81,7 +84,7 @@ class DynAllocator:
                 prev_end = -1
                 continue
             in_last = i >= last_start
-            if runs and prev_end == p.offset and runs[-1][2] == in_last:
+            if self.coalesce and runs and prev_end == p.offset and runs[-1][2] == in_last:
                 off, size, _ = runs[-1]
                 runs[-1] = (off, size + p.size, in_last)
             else:
@@ -108,7 +111,7 @@ class DynAllocator:
         end = offset + size
         kept: list[FreePiece] = []
         for p in self.pieces:
-            if p.end <= offset or p.offset >= end:
+            if p.end <= offset or p.offset >= end or p.size == 0:  # ggml leaves empty blocks be
                 kept.append(p)
                 continue
             if p.offset < offset:
@@ -131,21 +134,33 @@ class DynAllocator:
         self.pieces = merged
 
     def free(self, offset: int, size: int, clear: int = 0) -> None:
-        """Return `size` bytes at `offset` to the pool, merging with touching pieces of the
-        same `clear` (with every `clear` empty: ggml's merge with both neighbours)."""
+        """Return `size` bytes at `offset` to the pool: ggml's `ggml_dyn_tallocr_free_bytes`,
+        which merges with the first block (in address order) that ends where the range starts
+        or starts where it ends, then with that block's neighbour; pieces of another `clear`
+        are never merged."""
         size = align_up(size, self.alignment)
         pieces = self.pieces
+        for i, p in enumerate(pieces):
+            if p.clear != clear:
+                continue
+            if p.end == offset:
+                p.size += size
+                if (
+                    i + 1 < len(pieces)
+                    and p.end == pieces[i + 1].offset
+                    and (pieces[i + 1].clear == clear)
+                ):
+                    p.size += pieces[i + 1].size
+                    del pieces[i + 1]
+                return
+            if offset + size == p.offset:
+                p.offset = offset
+                p.size += size
+                if i > 0 and pieces[i - 1].end == p.offset and pieces[i - 1].clear == clear:
+                    pieces[i - 1].size += p.size
+                    del pieces[i]
+                return
         pos = 0
         while pos < len(pieces) and pieces[pos].offset < offset:
             pos += 1
-        piece = FreePiece(offset, size, clear)
-        if pos > 0 and pieces[pos - 1].end == offset and pieces[pos - 1].clear == clear:
-            piece = pieces[pos - 1]
-            piece.size += size
-            pos -= 1
-        else:
-            pieces.insert(pos, piece)
-        nxt = pos + 1
-        if nxt < len(pieces) and piece.end == pieces[nxt].offset and pieces[nxt].clear == clear:
-            piece.size += pieces[nxt].size
-            del pieces[nxt]
+        pieces.insert(pos, FreePiece(offset, size, clear))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from concurrency.alloc.gallocr import Rules, plan_graph
 from concurrency.branches import BranchReport, is_noop
+from concurrency.deps import node_dependencies
 from concurrency.ir import Graph
 from concurrency.plan import MemoryPlan
 from concurrency.policies.regions import interior
@@ -17,11 +18,13 @@ def interleaved_nodes(graph: Graph, report: BranchReport) -> tuple[str, ...]:
     """Node order after ggml-cuda's interleave of every region.
 
     Lanes are the branches (plus, for LACE's general regions, the main-stream nodes inside
-    them); each turn takes the next lane whose head has all its sources placed, emits one node
+    them); each turn takes the next lane whose head has all its dependencies placed (data
+    edges and the ordering of writes through views, `concurrency.deps`), emits one node
     that is not a no-op and the no-ops queued behind it, and moves to the next lane. For
     ggml-cuda's own regions this is exactly its interleave (branches are independent).
     """
     order = list(graph.nodes)
+    deps = node_dependencies(graph)
     for region in report.regions:
         inside = interior(graph, region)
         body, end = inside[:-1], inside[-1]
@@ -32,11 +35,15 @@ def interleaved_nodes(graph: Graph, report: BranchReport) -> tuple[str, ...]:
             lanes.append(main)
         placed = set(graph.nodes[: graph.index[region.fork] + 1])
         out: list[str] = []
+
+        def ready(name: str, placed: set[str] = placed) -> bool:
+            return all(graph.nodes[j] in placed for j in deps[graph.index[name]])
+
         k = 0
         while any(lanes):
             for step in range(len(lanes)):
                 lane = lanes[(k + step) % len(lanes)]
-                if lane and all(s in placed or s not in graph.index for s in graph[lane[0]].srcs):
+                if lane and ready(lane[0]):
                     k = (k + step) % len(lanes)
                     break
             else:  # no lane is ready: fall back to graph order (keeps dependencies)
@@ -45,7 +52,7 @@ def interleaved_nodes(graph: Graph, report: BranchReport) -> tuple[str, ...]:
             lane = lanes[k]
             out.append(lane.pop(0))
             placed.add(out[-1])
-            while lane and is_noop(graph, lane[0]):
+            while lane and is_noop(graph, lane[0]) and ready(lane[0]):
                 out.append(lane.pop(0))
                 placed.add(out[-1])
             k = (k + 1) % len(lanes)
