@@ -156,6 +156,7 @@ class GraphMeta:
     n_layers: int  # decoder layers in the graph
     n_ctx: int = 4096
     kv_tokens: int = 0
+    reserve: bool = False  # llama.cpp's worst-case reserve graph, not a real step
 
     @property
     def n_tokens(self) -> int:

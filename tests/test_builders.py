@@ -90,3 +90,29 @@ def test_bad_requests_name_the_problem() -> None:
         build_graph("tiny", mode="train")
     with pytest.raises(ConfigError, match="has 4 layers"):
         build_graph("tiny", "stack", layers=5)
+
+
+@pytest.mark.parametrize(
+    ("phase", "mode", "tokens"), [("decode", "decode", None), ("prompt", "prefill", 8)]
+)
+def test_engine_flow_reproduces_every_compute_buffer_offset(
+    llama_dump: dict, phase: str, mode: str, tokens: int | None
+) -> None:
+    """The offsets the running engine used (reserve pp512/tg/pp512 at n_ctx 512, then replay)
+    for every compute-buffer tensor of the dump, prompt and decode alike."""
+    from concurrency.branches import detect_branches
+    from concurrency.engine_flow import engine_flow_plan
+    from concurrency.schedule import stream_schedule
+
+    g = build_graph("tiny", "stack", mode, 1, tokens, n_ctx=512)
+    rep = detect_branches(g)
+    result = engine_flow_plan(g, stream_schedule(g, rep), rep, "sequential", alignment=32)
+    assert result.replayed
+    compute = [
+        (i, n, e)
+        for i, (n, e) in enumerate(zip(g.nodes, llama_dump[phase], strict=True))
+        if e["buffer_usage"] == 2
+    ]
+    assert len(compute) > 150
+    for i, name, e in compute:
+        assert result.plan.address(g, name) == e["offset"], f"node {i} {name} ({e['name']})"

@@ -26,6 +26,8 @@ def build_graph(
     *,
     n_ctx: int = 4096,
     kv_tokens: int = 0,
+    reserve: bool = False,
+    n_outputs: int | None = None,
 ) -> Graph:
     """The compute graph llama.cpp builds for `model`.
 
@@ -33,6 +35,8 @@ def build_graph(
     "stack" (the first `layers` decoder layers with embedding and LM head; default all).
     mode: "decode" (`batch` sequences × 1 token) or "prefill" (`batch` × `tokens`).
     n_ctx / kv_tokens: KV-cache cells and tokens already cached (sets what attention reads).
+    reserve: the worst-case variant llama.cpp reserves when a context is created (all n_ctx KV
+    cells read, a fresh recurrent-state cell cleared); n_outputs: logits rows (default B).
     """
     cfg = get_config(model)
     if layer not in LAYER_KINDS:
@@ -73,7 +77,11 @@ def build_graph(
         prefill=mode == "prefill",
         n_ctx=n_ctx,
         kv_tokens=kv_tokens,
+        reserve=reserve,
+        n_outputs=n_outputs,
     )
+    if n_outputs is not None and not 0 < n_outputs <= batch * tokens:
+        raise ConfigError(f"n_outputs must be in 1..{batch * tokens}, got {n_outputs}")
     builder = Qwen35Builder(cfg, step)
     if layer == "stack":
         builder.model_graph(n_layers)
@@ -88,6 +96,7 @@ def build_graph(
         n_layers=n_layers,
         n_ctx=n_ctx,
         kv_tokens=kv_tokens,
+        reserve=reserve,
     )
     return builder.ctx.finish(meta, cfg)
 

@@ -33,16 +33,31 @@ class Step:
     prefill: bool
     n_ctx: int
     kv_tokens: int
+    reserve: bool = False  # the worst-case graph llama.cpp reserves at context creation
+    n_outputs: int | None = None  # rows of logits (default: the last token of each sequence)
 
     @property
     def n_tokens(self) -> int:
         return self.n_seqs * self.n_seq_tokens
 
     @property
+    def fresh_state(self) -> bool:
+        """Whether the graph clears a recurrent state cell (`rs_z ≥ 0`): new sequences in a
+        prompt, and the reserve graphs (the full memory context reports rs_z = 0)."""
+        return self.prefill or self.reserve
+
+    @property
     def n_kv(self) -> int:
-        """KV cells the attention reads: used cells padded to 256, at most n_ctx."""
+        """KV cells the attention reads: used cells padded to 256, at most n_ctx; all n_ctx
+        cells in a reserve graph (the full memory context)."""
+        if self.reserve:
+            return self.n_ctx
         used = self.kv_tokens + self.n_seq_tokens
         return min(self.n_ctx, max(KV_PAD, math.ceil(used / KV_PAD) * KV_PAD))
+
+    @property
+    def outputs(self) -> int:
+        return self.n_seqs if self.n_outputs is None else self.n_outputs
 
 
 class Qwen35Builder:
@@ -99,7 +114,7 @@ class Qwen35Builder:
         ctx, st = self.ctx, self.step
         main, extra = self.s_copy_views()
         n_rs = n_seqs = st.n_seqs
-        rs_zero = 0 if st.prefill else -1
+        rs_zero = 0 if st.fresh_state else -1
         cache_t = ctx[cache]
         states = ctx.reshape(cache, state_size, cache_t.shape[1], base=f"{label}_cells")
         zero_n = state_size if rs_zero >= 0 else 0
@@ -488,7 +503,11 @@ class Qwen35Builder:
         tokens = self.inp("inp_tokens", "i32", st.n_tokens)
         x = ctx.get_rows(self.w("token_embd.weight", c.n_embd, c.n_vocab), tokens, base="inp_embd")
         ctx.name(x, "model.input_embed")
-        out_ids = self.inp("inp_out_ids", "i32", st.n_seqs)
+        # build_inp_embd selects between token ids and an embeddings input with
+        # ggml_build_forward_select: both are expanded, so the unused f32 input is a planned leaf
+        ctx.expand(x)
+        ctx.expand(self.inp("inp_embd_vectors", "f32", c.n_embd, st.n_tokens))
+        out_ids = self.inp("inp_out_ids", "i32", st.outputs)
         for il in range(n_layers):
             ctx.layer = il
             cur = self.norm(x, self.w(f"blk.{il}.attn_norm.weight", c.n_embd), "attn_norm", il)
@@ -501,13 +520,15 @@ class Qwen35Builder:
             cur = self.ffn(post, il)
             x = ctx.name(ctx.add(cur, res, base="l_out"), _gname("l_out", il))
         ctx.layer = None
-        cur = self.norm(x, self.w("output_norm.weight", c.n_embd), "h_nextn", None)
-        cur = ctx.name(ctx.get_rows(cur, out_ids, base="result_norm"), "result_norm")
+        h_nextn = self.norm(x, self.w("output_norm.weight", c.n_embd), "h_nextn", None)
+        cur = ctx.name(ctx.get_rows(h_nextn, out_ids, base="result_norm"), "result_norm")
         logits = ctx.mul_mat(
             self.w("output.weight", c.n_embd, c.n_vocab), cur, base="result_output"
         )
         ctx.name(logits, "result_output")
-        ctx.set_output(logits)
+        # llm_graph_result::set_outputs: logits, embeddings and the MTP seed are outputs
+        for t in (h_nextn, cur, logits):
+            ctx.set_output(t)
         ctx.expand(logits)
 
 

@@ -1,0 +1,619 @@
+"""The engine probe (issue 9): what the real llama.cpp computes, node by node.
+
+Two halves:
+
+* `write_gguf` writes a random-weight GGUF for a `ModelConfig` (qwen35, qwen35moe or qwen3next)
+  with every metadata key and tensor the loader vendored by llama-cpp-python 0.3.36 requires,
+  and a `no_vocab` vocabulary of `n_vocab` dummy tokens, so no tokenizer file is needed.
+* `probe` loads that file on the CPU through llama-cpp-python's low-level API, registers the
+  scheduler's eval callback (`cb_eval`) and runs two real steps: a prompt step (`batch` sequences
+  of `prompt_tokens` tokens each, in one `llama_decode`) and a decode step (one more token per
+  sequence, in one `llama_decode`). Every graph node is recorded in compute order with its op,
+  shape, strides, view source, sources and byte offset in its backend buffer.
+
+Why the callback sees every node exactly once: when the callback answers "yes" to every `ask`,
+`ggml_backend_sched_compute_splits` computes the graph one node at a time and reports each node
+once after computing it; the CPU backend makes a single split, and neither probe nor llama.cpp
+runs a warm-up. Observation changes how the graph is computed (node by node), not how it is
+allocated: offsets are those of the compute buffer reserved at context creation. The probe checks
+its node counts against the counts llama.cpp logs for its reserve graphs (`EngineRun.reserve_nodes`).
+
+Results are cached as JSON (`~/.cache/lace/engine` by default), keyed by the config, the step
+sizes and the installed llama-cpp-python version; a cache hit loads no library at all.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from concurrency.config import ModelConfig
+from concurrency.errors import LaceError, MissingToolError
+from concurrency.oracle.ggml_lib import INSTALL_HINT, GgmlTensor
+
+#: Written into every JSON result; a file with another value is refused (and a cached one redone).
+SCHEMA = "lace.engine/1"
+DEFAULT_CACHE = Path.home() / ".cache" / "lace" / "engine"
+GGUF_HINT = "install the GGUF writer with `make oracle` (or `.venv/bin/pip install 'gguf>=0.19'`)"
+#: ggml_backend_buffer_usage: 0 any (llama.cpp's caches), 1 weights, 2 compute (ggml-alloc's plan).
+BUFFER_USAGE_COMPUTE = 2
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineNode:
+    """One graph node as the engine computed it.
+
+    `offset` is the byte offset of the node's data in its backend buffer (data − buffer base;
+    −1 when the node has no data pointer). `buffer` is a small id numbered by first appearance
+    in the run: equal ids mean the same ggml buffer object, so compare them within a run only.
+    """
+
+    name: str
+    op: str
+    type: int
+    ne: tuple[int, ...]
+    nb: tuple[int, ...]
+    view_src: str | None
+    view_offs: int
+    buffer: int
+    buffer_usage: int
+    offset: int
+    srcs: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "op": self.op,
+            "type": self.type,
+            "ne": list(self.ne),
+            "nb": list(self.nb),
+            "view_src": self.view_src,
+            "view_offs": self.view_offs,
+            "buffer": self.buffer,
+            "buffer_usage": self.buffer_usage,
+            "offset": self.offset,
+            "srcs": list(self.srcs),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EngineNode:
+        return cls(
+            name=str(d["name"]),
+            op=str(d["op"]),
+            type=int(d["type"]),
+            ne=tuple(int(x) for x in d["ne"]),
+            nb=tuple(int(x) for x in d["nb"]),
+            view_src=None if d["view_src"] is None else str(d["view_src"]),
+            view_offs=int(d["view_offs"]),
+            buffer=int(d["buffer"]),
+            buffer_usage=int(d["buffer_usage"]),
+            offset=int(d["offset"]),
+            srcs=tuple(str(s) for s in d["srcs"]),
+        )
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """Both steps of one probe, with what produced them.
+
+    `reserve_nodes` is (prompt-shaped, decode-shaped) node counts of the graphs llama.cpp
+    reserved at context creation, read from its log: an independent count of graph nodes that
+    the observed phases are checked against.
+    """
+
+    config: dict[str, Any]
+    batch: int
+    prompt_tokens: int
+    n_ubatch: int
+    n_ctx: int
+    llama_version: str
+    prompt: tuple[EngineNode, ...]
+    decode: tuple[EngineNode, ...]
+    reserve_nodes: tuple[int, int] = (-1, -1)
+
+    def phase(self, name: str) -> tuple[EngineNode, ...]:
+        if name not in ("prompt", "decode"):
+            raise LaceError(f"unknown engine phase {name!r}; choose prompt or decode")
+        return self.prompt if name == "prompt" else self.decode
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "schema": SCHEMA,
+                "config": self.config,
+                "batch": self.batch,
+                "prompt_tokens": self.prompt_tokens,
+                "n_ubatch": self.n_ubatch,
+                "n_ctx": self.n_ctx,
+                "llama_version": self.llama_version,
+                "reserve_nodes": list(self.reserve_nodes),
+                "prompt": [n.to_dict() for n in self.prompt],
+                "decode": [n.to_dict() for n in self.decode],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str, source: str | Path = "<engine JSON>") -> EngineRun:
+        """Parse `to_json`'s output; anything else raises a LaceError naming `source`."""
+        fix = f"delete {source} and probe again"
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LaceError(f"engine result {source} is not valid JSON ({exc}); {fix}") from None
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            found = d.get("schema") if isinstance(d, dict) else type(d).__name__
+            raise LaceError(
+                f"engine result {source} is not a {SCHEMA} file (found {found!r}); {fix}"
+            )
+        try:
+            return cls(
+                config=dict(d["config"]),
+                batch=int(d["batch"]),
+                prompt_tokens=int(d["prompt_tokens"]),
+                n_ubatch=int(d["n_ubatch"]),
+                n_ctx=int(d["n_ctx"]),
+                llama_version=str(d["llama_version"]),
+                prompt=tuple(EngineNode.from_dict(n) for n in d["prompt"]),
+                decode=tuple(EngineNode.from_dict(n) for n in d["decode"]),
+                reserve_nodes=tuple(int(x) for x in d["reserve_nodes"]),  # type: ignore[arg-type]
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LaceError(f"engine result {source} is incomplete or corrupt ({exc!r}); {fix}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The GGUF file
+# ---------------------------------------------------------------------------------------------
+
+
+def _import_gguf() -> ModuleType:
+    try:
+        import gguf
+    except ImportError:
+        raise MissingToolError(f"writing a GGUF needs the `gguf` package; {GGUF_HINT}") from None
+    return gguf
+
+
+def gguf_tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor of the GGUF for `cfg`, in file order, with its ggml shape (ne, fastest
+    first), named and sized as the vendored loader's `load_arch_tensors` asks for them."""
+    c = cfg
+    d, nh, nkv, e = c.head_dim, c.n_head, c.n_head_kv, c.n_embd
+    shapes: dict[str, tuple[int, ...]] = {
+        "token_embd.weight": (e, c.n_vocab),
+        "output_norm.weight": (e,),
+        "output.weight": (e, c.n_vocab),
+    }
+    shexp = c.n_ff_shexp or c.n_ff
+    if c.is_moe and shexp <= 0:
+        raise LaceError(
+            f"config {c.name!r}: the {c.arch} loader needs shared experts; set n_ff_shexp > 0"
+        )
+    for il in range(c.n_layer):
+        b = f"blk.{il}"
+        shapes[f"{b}.attn_norm.weight"] = (e,)
+        shapes[f"{b}.post_attention_norm.weight"] = (e,)
+        if c.is_recurrent(il):
+            shapes[f"{b}.attn_qkv.weight"] = (e, c.conv_dim)
+            shapes[f"{b}.attn_gate.weight"] = (e, c.value_dim)
+            shapes[f"{b}.ssm_conv1d.weight"] = (c.ssm_d_conv, c.conv_dim)
+            shapes[f"{b}.ssm_dt.bias"] = (c.ssm_dt_rank,)
+            shapes[f"{b}.ssm_a"] = (c.ssm_dt_rank,)
+            if c.arch == "qwen3next":
+                shapes[f"{b}.ssm_ba.weight"] = (e, 2 * c.ssm_dt_rank)
+            else:
+                shapes[f"{b}.ssm_beta.weight"] = (e, c.ssm_dt_rank)
+                shapes[f"{b}.ssm_alpha.weight"] = (e, c.ssm_dt_rank)
+            shapes[f"{b}.ssm_norm.weight"] = (c.ssm_d_state,)
+            shapes[f"{b}.ssm_out.weight"] = (c.value_dim, e)
+        else:
+            shapes[f"{b}.attn_q.weight"] = (e, 2 * d * nh)  # query and output gate
+            shapes[f"{b}.attn_k.weight"] = (e, d * nkv)
+            shapes[f"{b}.attn_v.weight"] = (e, d * nkv)
+            shapes[f"{b}.attn_output.weight"] = (d * nh, e)
+            shapes[f"{b}.attn_q_norm.weight"] = (d,)
+            shapes[f"{b}.attn_k_norm.weight"] = (d,)
+        if c.is_moe:
+            shapes[f"{b}.ffn_gate_inp.weight"] = (e, c.n_expert)
+            shapes[f"{b}.ffn_gate_exps.weight"] = (e, c.n_ff_exp, c.n_expert)
+            shapes[f"{b}.ffn_up_exps.weight"] = (e, c.n_ff_exp, c.n_expert)
+            shapes[f"{b}.ffn_down_exps.weight"] = (c.n_ff_exp, e, c.n_expert)
+            shapes[f"{b}.ffn_gate_inp_shexp.weight"] = (e,)
+            shapes[f"{b}.ffn_gate_shexp.weight"] = (e, shexp)
+            shapes[f"{b}.ffn_up_shexp.weight"] = (e, shexp)
+            shapes[f"{b}.ffn_down_shexp.weight"] = (shexp, e)
+        else:
+            shapes[f"{b}.ffn_gate.weight"] = (e, c.n_ff)
+            shapes[f"{b}.ffn_up.weight"] = (e, c.n_ff)
+            shapes[f"{b}.ffn_down.weight"] = (c.n_ff, e)
+    return shapes
+
+
+def _random_tensor(name: str, ne: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Small random f32 values shaped for GGUF (numpy order is ne reversed): norms near 1,
+    ssm_a negative (it is −exp(A_log)), biases and matrices with a small spread."""
+    shape = tuple(reversed(ne))
+    if name.endswith("norm.weight"):
+        data = 1.0 + 0.02 * rng.standard_normal(shape)
+    elif name.endswith(".ssm_a"):
+        data = -np.exp(rng.uniform(-1.0, 1.0, shape))
+    elif name.endswith(".bias"):
+        data = 0.1 * rng.standard_normal(shape)
+    elif name.endswith("ssm_conv1d.weight"):
+        data = 0.2 * rng.standard_normal(shape)
+    else:
+        data = 0.02 * rng.standard_normal(shape)
+    return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def _rope_sections(n_rot: int) -> list[int]:
+    """M-RoPE sections (pairs of rotary dims per position axis) in Qwen3.5's 11:11:10 ratio."""
+    pairs = n_rot // 2
+    t = round(pairs * 11 / 32)
+    h = round(pairs * 11 / 32)
+    return [t, h, pairs - t - h, 0]
+
+
+def write_gguf(cfg: ModelConfig, path: Path, seed: int = 0) -> None:
+    """Write a random-weight f32 GGUF of `cfg` that the vendored llama.cpp loads as is.
+
+    Metadata keys are those `llama-arch.cpp` names and the qwen35/qwen35moe/qwen3next
+    `load_arch_hparams` read; the vocabulary is `no_vocab` with `n_vocab` dummy tokens.
+    """
+    gguf = _import_gguf()
+    arch, c = cfg.arch, cfg
+    shapes = gguf_tensor_shapes(cfg)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = gguf.GGUFWriter(str(path), arch)
+    u32 = w.add_uint32
+    w.add_string("general.name", c.name)
+    u32(f"{arch}.vocab_size", c.n_vocab)
+    u32(f"{arch}.context_length", 4096)
+    u32(f"{arch}.embedding_length", c.n_embd)
+    u32(f"{arch}.block_count", c.n_layer)
+    u32(f"{arch}.feed_forward_length", c.n_ff)
+    u32(f"{arch}.attention.head_count", c.n_head)
+    u32(f"{arch}.attention.head_count_kv", c.n_head_kv)
+    u32(f"{arch}.attention.key_length", c.head_dim)
+    u32(f"{arch}.attention.value_length", c.head_dim)
+    w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)
+    u32(f"{arch}.rope.dimension_count", c.n_rot)
+    w.add_float32(f"{arch}.rope.freq_base", 10_000_000.0)
+    if arch != "qwen3next":
+        w.add_key_value(
+            f"{arch}.rope.dimension_sections",
+            _rope_sections(c.n_rot),
+            gguf.GGUFValueType.ARRAY,
+            sub_type=gguf.GGUFValueType.INT32,
+        )
+    u32(f"{arch}.ssm.conv_kernel", c.ssm_d_conv)
+    u32(f"{arch}.ssm.inner_size", c.value_dim)
+    u32(f"{arch}.ssm.state_size", c.ssm_d_state)
+    u32(f"{arch}.ssm.time_step_rank", c.ssm_dt_rank)
+    u32(f"{arch}.ssm.group_count", c.ssm_n_group)
+    u32(f"{arch}.full_attention_interval", c.full_attention_interval)
+    if c.is_moe:
+        u32(f"{arch}.expert_count", c.n_expert)
+        u32(f"{arch}.expert_used_count", c.n_expert_used)
+        u32(f"{arch}.expert_feed_forward_length", c.n_ff_exp)
+        u32(f"{arch}.expert_shared_feed_forward_length", c.n_ff_shexp or c.n_ff)
+    w.add_string("tokenizer.ggml.model", "no_vocab")
+    rng = np.random.default_rng(seed)
+    for name, ne in shapes.items():
+        w.add_tensor(name, _random_tensor(name, ne, rng))
+    try:
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+    finally:
+        w.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Probing
+# ---------------------------------------------------------------------------------------------
+
+
+def llama_version() -> str:
+    """The installed llama-cpp-python's version, read from its metadata (no library load)."""
+    try:
+        return metadata.version("llama_cpp_python")
+    except metadata.PackageNotFoundError:
+        raise MissingToolError(f"the engine probe needs llama-cpp-python; {INSTALL_HINT}") from None
+
+
+def _load_llama() -> ModuleType:
+    """llama-cpp-python's low-level ctypes module (loads libllama); names the fix if absent."""
+    try:
+        from llama_cpp import llama_cpp
+    except (ImportError, OSError) as exc:
+        raise MissingToolError(f"the engine probe cannot load llama-cpp-python ({exc}); {INSTALL_HINT}") from None
+    return llama_cpp
+
+
+def cache_key(
+    cfg: ModelConfig, batch: int, prompt_tokens: int, n_ubatch: int, n_ctx: int, version: str
+) -> str:
+    """A hash of everything that decides a probe's result (and the result format)."""
+    blob = json.dumps(
+        {
+            "schema": SCHEMA,
+            "config": cfg.to_dict(),
+            "batch": batch,
+            "prompt_tokens": prompt_tokens,
+            "n_ubatch": n_ubatch,
+            "n_ctx": n_ctx,
+            "llama_version": version,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def cache_path(
+    cfg: ModelConfig,
+    batch: int,
+    prompt_tokens: int,
+    *,
+    n_ubatch: int = 512,
+    n_ctx: int = 512,
+    cache_dir: Path | None = None,
+) -> Path:
+    """Where `probe` keeps (or finds) the result for these arguments."""
+    key = cache_key(cfg, batch, prompt_tokens, n_ubatch, n_ctx, llama_version())
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.name)
+    return Path(cache_dir or DEFAULT_CACHE) / f"{safe}-b{batch}-t{prompt_tokens}-{key}.json"
+
+
+def probe(
+    cfg: ModelConfig,
+    batch: int,
+    prompt_tokens: int,
+    *,
+    n_ubatch: int = 512,
+    n_ctx: int = 512,
+    cache_dir: Path | None = None,
+) -> EngineRun:
+    """Every node of a real prompt step and decode step of `cfg`, cached (see the module doc).
+
+    The prompt step is one `llama_decode` of `batch` sequences (ids 0..batch−1) of
+    `prompt_tokens` tokens each, with logits for each sequence's last token; the decode step is
+    one `llama_decode` of one more token per sequence.
+    """
+    _check_sizes(cfg, batch, prompt_tokens, n_ubatch, n_ctx)
+    path = cache_path(cfg, batch, prompt_tokens, n_ubatch=n_ubatch, n_ctx=n_ctx, cache_dir=cache_dir)
+    if path.exists():
+        return load_run(path)
+    llama = _load_llama()
+    with tempfile.TemporaryDirectory(prefix="lace-engine-") as tmp:
+        model_path = Path(tmp) / f"{cfg.arch}.gguf"
+        write_gguf(cfg, model_path)
+        run = _run_engine(llama, cfg, model_path, batch, prompt_tokens, n_ubatch, n_ctx)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(f".{os.getpid()}.part")
+    part.write_text(run.to_json())
+    part.replace(path)
+    return run
+
+
+def load_run(path: Path) -> EngineRun:
+    """An `EngineRun` saved by `probe` (or `to_json`); a bad file raises a LaceError naming it."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise LaceError(f"engine result {path} does not exist; run the probe first") from None
+    except UnicodeDecodeError as exc:
+        raise LaceError(f"engine result {path} is not text ({exc}); delete it and probe again") from None
+    return EngineRun.from_json(text, source=path)
+
+
+def _check_sizes(cfg: ModelConfig, batch: int, prompt_tokens: int, n_ubatch: int, n_ctx: int) -> None:
+    for name, v in (("batch", batch), ("prompt_tokens", prompt_tokens), ("n_ubatch", n_ubatch), ("n_ctx", n_ctx)):
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise LaceError(f"{name} must be a positive integer, got {v!r}")
+    if batch * prompt_tokens > n_ubatch:
+        raise LaceError(
+            f"the prompt step ({batch}×{prompt_tokens} tokens) must fit one ubatch; "
+            f"raise n_ubatch to at least {batch * prompt_tokens}"
+        )
+    if batch * (prompt_tokens + 1) > n_ctx:
+        raise LaceError(
+            f"{batch} sequences of {prompt_tokens + 1} tokens do not fit n_ctx={n_ctx}; raise n_ctx"
+        )
+    if batch > 256:
+        raise LaceError(f"llama.cpp runs at most 256 sequences, got batch={batch}; lower it")
+
+
+# The log callback must outlive every llama call that may log, so it lives at module level.
+_LOG_LINES: list[str] = []
+_LOG_CALLBACK: Any = None
+
+
+def _quiet_log(llama: ModuleType) -> None:
+    """Route llama.cpp's log into `_LOG_LINES` (kept short) instead of stderr."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:
+
+        def on_log(level: int, text: bytes | None, user_data: int | None) -> None:
+            if text:
+                _LOG_LINES.append(text.decode(errors="replace"))
+                del _LOG_LINES[:-400]
+
+        _LOG_CALLBACK = llama.llama_log_callback(on_log)
+    llama.llama_log_set(_LOG_CALLBACK, None)
+
+
+def _reserve_nodes(lines: list[str]) -> tuple[int, int]:
+    """(pp, tg) node counts from the last `graph...: nodes = N` or `N / M` line of the log."""
+    for line in reversed(lines):
+        m = re.search(r"graph.*?: nodes = (\d+)(?: / (\d+))?", line)
+        if m:
+            pp = int(m.group(1))
+            return pp, int(m.group(2) or pp)
+    return -1, -1
+
+
+class _Recorder:
+    """The `cb_eval` callback: answers yes to every ask and records each computed node."""
+
+    def __init__(self, op_name: Callable[[int], bytes], usage: Callable[[int], int], base: Callable[[int], int]) -> None:
+        self.op_name, self.usage, self.base = op_name, usage, base
+        self.nodes: list[EngineNode] = []
+        self.buffers: dict[int, int] = {}
+        self.error: BaseException | None = None
+
+    def __call__(self, t: int, ask: bool, user_data: int | None) -> bool:
+        if ask:
+            return True
+        try:
+            self.nodes.append(self._node(t))
+        except BaseException as exc:  # a raise inside a ctypes callback would be lost
+            self.error = exc
+            return False
+        return True
+
+    def _node(self, t: int) -> EngineNode:
+        g = GgmlTensor.from_address(t)
+        view = GgmlTensor.from_address(g.view_src).name.decode() if g.view_src else None
+        srcs = tuple(GgmlTensor.from_address(s).name.decode() for s in g.src if s)
+        buf = g.buffer or 0
+        usage = self.usage(buf) if buf else -1
+        offset = g.data - self.base(buf) if buf and g.data else -1
+        return EngineNode(
+            name=g.name.decode(errors="replace"),
+            op=self.op_name(g.op).decode(),
+            type=g.type,
+            ne=tuple(g.ne),
+            nb=tuple(g.nb),
+            view_src=view,
+            view_offs=g.view_offs,
+            buffer=self.buffers.setdefault(buf, len(self.buffers)),
+            buffer_usage=usage,
+            offset=offset,
+            srcs=srcs,
+        )
+
+
+def _ggml_entry_points(llama_module: ModuleType) -> tuple[Callable[..., Any], ...]:
+    """ggml_op_name, ggml_backend_buffer_get_usage and _get_base from the libggml-base that
+    libllama itself uses (loaded from the same directory)."""
+    lib_dir = Path(llama_module.__file__).parent / "lib"
+    base = ctypes.CDLL(str(lib_dir / "libggml-base.so"), mode=ctypes.RTLD_GLOBAL)
+    op_name = base.ggml_op_name
+    op_name.argtypes, op_name.restype = [ctypes.c_int], ctypes.c_char_p
+    usage = base.ggml_backend_buffer_get_usage
+    usage.argtypes, usage.restype = [ctypes.c_void_p], ctypes.c_int
+    get_base = base.ggml_backend_buffer_get_base
+    get_base.argtypes, get_base.restype = [ctypes.c_void_p], ctypes.c_void_p
+    return op_name, usage, lambda b: get_base(b) or 0
+
+
+def _fill_batch(llama: ModuleType, b: Any, tokens: list[tuple[int, int, int, bool]]) -> None:
+    """Set a llama_batch to (token, pos, seq_id, wants_logits) rows."""
+    b.n_tokens = len(tokens)
+    for i, (tok, pos, seq, out) in enumerate(tokens):
+        b.token[i] = tok
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = 1 if out else 0
+
+
+def _run_engine(
+    llama: ModuleType,
+    cfg: ModelConfig,
+    model_path: Path,
+    batch: int,
+    prompt_tokens: int,
+    n_ubatch: int,
+    n_ctx: int,
+) -> EngineRun:
+    op_name, usage, base = _ggml_entry_points(llama)
+    _quiet_log(llama)
+    _LOG_LINES.clear()
+    llama.llama_backend_init()
+    mparams = llama.llama_model_default_params()
+    mparams.use_mmap = False
+    model = llama.llama_model_load_from_file(str(model_path).encode(), mparams)
+    if not model:
+        raise LaceError(
+            f"llama.cpp could not load the {cfg.arch} GGUF for {cfg.name!r}: "
+            + _log_tail()
+            + "; check the config against the loader"
+        )
+    recorder = _Recorder(op_name, usage, base)
+    callback = llama.ggml_backend_sched_eval_callback(recorder)
+    cparams = llama.llama_context_default_params()
+    cparams.n_ctx = n_ctx
+    cparams.n_batch = max(n_ubatch, batch * prompt_tokens)
+    cparams.n_ubatch = n_ubatch
+    cparams.n_seq_max = batch
+    threads = max(1, min(4, os.cpu_count() or 1))
+    cparams.n_threads = cparams.n_threads_batch = threads
+    cparams.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_AUTO
+    cparams.cb_eval = callback
+    cparams.cb_eval_user_data = None
+    ctx = None
+    b = None
+    try:
+        ctx = llama.llama_init_from_model(model, cparams)
+        if not ctx:
+            raise LaceError(f"llama.cpp could not create a context: {_log_tail()}; lower n_ctx or batch")
+        reserve = _reserve_nodes(_LOG_LINES)
+        n_tok = max(batch * prompt_tokens, batch)
+        b = llama.llama_batch_init(n_tok, 0, 1)
+        rng = np.random.default_rng(1)
+        ids = rng.integers(0, cfg.n_vocab, size=(batch, prompt_tokens + 1)).tolist()
+        phases = []
+        steps = (
+            [(ids[s][p], p, s, p == prompt_tokens - 1) for s in range(batch) for p in range(prompt_tokens)],
+            [(ids[s][prompt_tokens], prompt_tokens, s, True) for s in range(batch)],
+        )
+        for step in steps:
+            recorder.nodes = []
+            _fill_batch(llama, b, step)
+            rc = llama.llama_decode(ctx, b)
+            if recorder.error is not None:
+                raise recorder.error
+            if rc != 0:
+                raise LaceError(f"llama_decode returned {rc}: {_log_tail()}; lower batch or prompt_tokens")
+            phases.append(tuple(recorder.nodes))
+    finally:
+        if b is not None:
+            llama.llama_batch_free(b)
+        if ctx:
+            llama.llama_free(ctx)
+        llama.llama_model_free(model)
+    return EngineRun(
+        config=cfg.to_dict(),
+        batch=batch,
+        prompt_tokens=prompt_tokens,
+        n_ubatch=n_ubatch,
+        n_ctx=n_ctx,
+        llama_version=llama_version(),
+        prompt=phases[0],
+        decode=phases[1],
+        reserve_nodes=reserve,
+    )
+
+
+def _log_tail() -> str:
+    lines = [ln.strip() for ln in _LOG_LINES if ln.strip()]
+    return " | ".join(lines[-3:]) or "no log output"
