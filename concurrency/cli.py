@@ -181,6 +181,12 @@ def _schedule_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-de
     return graph, report, schedule
 
 
+def _flow(args: argparse.Namespace) -> str:
+    if args.flow is not None:
+        return str(args.flow)
+    return "engine" if args.layer == "stack" else "graph"
+
+
 def _policies(name: str) -> list[str]:
     if name == "all":
         return list(POLICIES)
@@ -191,7 +197,15 @@ def _policies(name: str) -> list[str]:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     graph, report, schedule = _schedule_from_args(args)
-    results = compare_policies(graph, schedule, report, _policies(args.policy), args.alignment)
+    results = compare_policies(
+        graph,
+        schedule,
+        report,
+        _policies(args.policy),
+        args.alignment,
+        flow=_flow(args),
+        max_streams=args.max_streams,
+    )
     rows = [r.row() for r in results]
     if args.format == "json":
         print(
@@ -216,7 +230,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_hazards(args: argparse.Namespace) -> int:
     graph, report, schedule = _schedule_from_args(args)
-    (result,) = compare_policies(graph, schedule, report, [args.policy], args.alignment)
+    (result,) = compare_policies(
+        graph,
+        schedule,
+        report,
+        [args.policy],
+        args.alignment,
+        flow=_flow(args),
+        max_streams=args.max_streams,
+    )
     if args.format == "json":
         print(json.dumps([dataclasses.asdict(h) for h in result.hazards], indent=1))
         return 0
@@ -239,7 +261,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     seeds = range(args.seed, args.seed + args.seeds)
     rows = []
     for name in _policies(args.policy):
-        plan = plan_memory(graph, schedule, report, name, args.alignment)
+        if _flow(args) == "engine":
+            from concurrency.engine_flow import engine_flow_plan
+
+            plan = engine_flow_plan(
+                graph, schedule, report, name, args.alignment, max_streams=args.max_streams
+            ).plan
+        else:
+            plan = plan_memory(graph, schedule, report, name, args.alignment)
         for r in check_plan(graph, schedule, plan, seeds, input_seed=args.seed):
             rows.append(
                 {

@@ -51,14 +51,32 @@ def compare_policies(
     report: BranchReport,
     policies: Sequence[str],
     alignment: int = DEFAULT_ALIGNMENT,
+    *,
+    flow: str = "graph",
+    max_streams: int = 8,
 ) -> list[PolicyResult]:
     """Plan with each policy, check every plan for hazards against the schedule, and put each
-    next to the schedule's lower bound (computed once)."""
+    next to the schedule's lower bound (computed once).
+
+    flow: "graph" plans this graph itself; "engine" plans it as llama.cpp would place it
+    (reserve the worst-case graphs, then replay their offsets: `concurrency.engine_flow`).
+    """
+    from concurrency.engine_flow import FLOWS, engine_flow_plan
+
+    if flow not in FLOWS:
+        from concurrency.errors import UnknownNameError
+
+        raise UnknownNameError("flow", flow, FLOWS)
     bound = lower_bound(graph, schedule).bytes
     out = []
     for name in policies:
         start = time.perf_counter()
-        plan = plan_memory(graph, schedule, report, name, alignment)
+        if flow == "engine":
+            plan = engine_flow_plan(
+                graph, schedule, report, name, alignment, max_streams=max_streams
+            ).plan
+        else:
+            plan = plan_memory(graph, schedule, report, name, alignment)
         elapsed_ms = (time.perf_counter() - start) * 1e3
         hazards = tuple(check_hazards(graph, schedule, plan))
         out.append(PolicyResult(name, plan, hazards, bound, elapsed_ms))

@@ -50,7 +50,9 @@ def _oracle_accesses(graph: Graph, plan: MemoryPlan, name: str) -> list[tuple[st
     return out
 
 
-def _oracle_before(graph: Graph, streams: tuple[int, ...]) -> list[set[int]]:
+def _oracle_before(
+    graph: Graph, streams: tuple[int, ...], waits: tuple[tuple[int, ...], ...] = ()
+) -> list[set[int]]:
     """before[b] = every node that surely finishes before b starts: same-stream order, data
     edges, and index order between two nodes touching a tensor that one of them writes
     through a view (CPY into it, an in-place op on it)."""
@@ -77,6 +79,8 @@ def _oracle_before(graph: Graph, streams: tuple[int, ...]) -> list[set[int]]:
     for b, name in enumerate(graph.nodes):
         direct = {index[s] for s in graph.tensors[name].srcs if s in index}
         direct |= {a for a in range(b) if streams[a] == streams[b]}
+        if waits:
+            direct |= set(waits[b])  # the events the schedule declares (e.g. joins)
         for a in range(b):
             other = graph.nodes[a]
             shared = touches(other) & touches(name)
@@ -90,7 +94,7 @@ def _oracle_before(graph: Graph, streams: tuple[int, ...]) -> list[set[int]]:
 
 
 def oracle(graph: Graph, schedule: Schedule, plan: MemoryPlan) -> set[Key]:
-    before = _oracle_before(graph, schedule.stream)
+    before = _oracle_before(graph, schedule.stream, schedule.waits)
     pos = {n: k for k, n in enumerate(plan.order)}
     acc = [_oracle_accesses(graph, plan, n) for n in graph.nodes]
     found: set[Key] = set()
