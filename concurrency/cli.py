@@ -303,7 +303,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
-    """LACE's plans against ggml-alloc's own, per graph and policy."""
+    """LACE's plans against ggml-alloc's own, per graph and policy (or, with --engine,
+    against the running engine)."""
+    if args.engine:
+        return _engine_fidelity(args)
     from concurrency.oracle.fidelity import fidelity_table, preset_cases
     from concurrency.oracle.ggml_lib import Ggml
 
@@ -321,6 +324,46 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         same = sum(r.equal for r in rows)
         print(f"{same} of {len(rows)} plans identical to ggml-alloc's")
     return 0 if all(r.equal for r in rows) else 1
+
+
+def _engine_fidelity(args: argparse.Namespace) -> int:
+    """Two tables: LACE's graphs and offsets against the engine's, for scaled-down configs;
+    the races the engine's own offsets produce under the seed's schedule, per preset."""
+    from concurrency.config import get_config, scaled_down
+    from concurrency.engine_hazards import engine_hazard_table
+
+    ok = True
+    try:
+        from concurrency.oracle.engine import probe
+        from concurrency.oracle.engine_compare import engine_fidelity
+
+        print("LACE vs the running engine (random-weight GGUF, CPU, n_ctx 512, n_ubatch 512)")
+        print(
+            f"{'config':34} {'nodes':>6} {'node mismatches':>16} {'offsets checked':>16} "
+            f"{'offset mismatches':>18}"
+        )
+        for name in args.models:
+            cfg = scaled_down(get_config(name))
+            for b in args.batches:
+                fid = engine_fidelity(probe(cfg, b, args.tokens), cfg)
+                ok &= not fid.graph_mismatches and not fid.offset_mismatches
+                print(
+                    f"{fid.label:34} {fid.nodes:>6} {len(fid.graph_mismatches):>16} "
+                    f"{fid.compute_tensors:>16} {len(fid.offset_mismatches):>18}"
+                )
+    except LaceError as exc:
+        print(f"engine comparison skipped: {exc}")
+    print()
+    print(
+        "Races under the multi-stream schedule: the engine's offsets (reserve pp512, replayed)"
+        " vs a plan of the decode graph alone (4-layer stacks, sequential)"
+    )
+    rows = [r.row() for r in engine_hazard_table(args.models, args.batches)]
+    keys = list(rows[0])
+    print("  ".join(f"{k:>14}" for k in keys))
+    for r in rows:
+        print("  ".join(f"{r[k]!s:>14}" for k in keys))
+    return 0 if ok else 1
 
 
 def _graph_id(graph: Graph) -> str:

@@ -347,6 +347,31 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+def scaled_down(
+    cfg: ModelConfig, *, n_embd: int = 256, layers: int = 4, head_size: int = 16, n_vocab: int = 64
+) -> ModelConfig:
+    """A small model with `cfg`'s head structure (attention heads and KV heads, GDN key and
+    value heads, experts and experts used) but narrow widths and `layers` layers, so that a
+    random-weight GGUF of it loads in a CPU engine in seconds."""
+    moe = cfg.is_moe
+    return cfg.replace(
+        name=f"{cfg.name}-scaled",
+        n_embd=n_embd,
+        n_layer=min(layers, cfg.n_layer),
+        head_dim=head_size * 2,
+        ssm_d_state=head_size,
+        n_ff=0 if moe else 2 * n_embd,
+        n_vocab=n_vocab,
+        n_expert=min(cfg.n_expert, 8) if moe else 0,
+        n_expert_used=min(cfg.n_expert_used, 4) if moe else 0,
+        n_ff_exp=64 if moe else 0,
+        n_ff_shexp=64 if moe and cfg.n_ff_shexp else 0,
+        source=f"scaled down from {cfg.name} (head structure kept)",
+        verified=False,
+        unverified_fields=("widths scaled down",),
+    )
+
+
 def load_config(path: str | Path) -> ModelConfig:
     """A user config from a JSON file with ModelConfig's keys (see `lace models --format json`
     for examples); a missing or corrupt file gives one clear error."""

@@ -7,9 +7,11 @@ by position and source edges by the position of the node a source name refers to
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from concurrency.config import ModelConfig
 from concurrency.ir import Graph
 
 
@@ -21,9 +23,17 @@ class NodeMismatch:
     what: str
 
 
-def compare_nodes(graph: Graph, engine: Sequence[Mapping[str, object]]) -> list[NodeMismatch]:
+def _as_dict(node: object) -> Mapping[str, object]:
+    if isinstance(node, Mapping):
+        return node
+    return dataclasses.asdict(node)  # type: ignore[call-overload]
+
+
+def compare_nodes(graph: Graph, engine: Sequence[object]) -> list[NodeMismatch]:
     """Every difference in op, shape, source count and source edges (and view offset for
-    views), node by node; an empty list means the graphs are the same."""
+    views), node by node; an empty list means the graphs are the same. Engine nodes are
+    mappings (a dump's JSON) or dataclasses with the same fields."""
+    engine = [_as_dict(e) for e in engine]
     out: list[NodeMismatch] = []
     if len(graph.nodes) != len(engine):
         out.append(NodeMismatch(-1, str(len(graph.nodes)), str(len(engine)), "node count"))
@@ -48,3 +58,73 @@ def compare_nodes(graph: Graph, engine: Sequence[Mapping[str, object]]) -> list[
             out.append(NodeMismatch(i, name, ename, f"view offset {t.view_offset_bytes} vs {offs}"))
         seen.setdefault(ename, set()).add(i)
     return out
+
+
+def compare_offsets(
+    graph: Graph, plan_address: Callable[[str], int | None], engine: Sequence[object]
+) -> list[NodeMismatch]:
+    """Nodes in the engine's compute buffer (buffer_usage 2) whose offset differs from the one
+    `plan_address` gives the matching LACE node."""
+    out = []
+    for i, (name, raw) in enumerate(zip(graph.nodes, engine, strict=False)):
+        e = _as_dict(raw)
+        if e.get("buffer_usage") != 2:
+            continue
+        got = plan_address(name)
+        if got != e["offset"]:
+            out.append(NodeMismatch(i, name, str(e["name"]), f"offset {got} vs {e['offset']}"))
+    return out
+
+
+@dataclass(frozen=True)
+class EngineFidelity:
+    """One configuration probed in the running engine, compared with LACE."""
+
+    label: str
+    nodes: int
+    graph_mismatches: tuple[NodeMismatch, ...]  # prompt and decode steps
+    offset_mismatches: tuple[NodeMismatch, ...]  # engine-faithful sequential vs the engine
+    compute_tensors: int
+
+    def row(self) -> dict[str, object]:
+        return {
+            "config": self.label,
+            "nodes": self.nodes,
+            "node mismatches": len(self.graph_mismatches),
+            "compute-buffer tensors": self.compute_tensors,
+            "offset mismatches": len(self.offset_mismatches),
+        }
+
+
+def engine_fidelity(run: object, cfg: ModelConfig, label: str = "") -> EngineFidelity:
+    """Compare a probe's `EngineRun` (prompt and decode steps) with LACE's graphs and with
+    LACE's engine-faithful `sequential` offsets."""
+    from concurrency.branches import detect_branches
+    from concurrency.builders import build_graph
+    from concurrency.engine_flow import engine_flow_plan
+    from concurrency.schedule import stream_schedule
+
+    batch, tokens = run.batch, run.prompt_tokens  # type: ignore[attr-defined]
+    n_ctx, n_ubatch = run.n_ctx, run.n_ubatch  # type: ignore[attr-defined]
+    graph_bad: list[NodeMismatch] = []
+    offset_bad: list[NodeMismatch] = []
+    compute = 0
+    steps = (("prefill", tokens, 0, run.prompt), ("decode", None, tokens, run.decode))  # type: ignore[attr-defined]
+    nodes = 0
+    for mode, t, kv, engine in steps:
+        g = build_graph(cfg, "stack", mode, batch, t, n_ctx=n_ctx, kv_tokens=kv)
+        nodes = len(g.nodes)
+        graph_bad += compare_nodes(g, engine)
+        rep = detect_branches(g)
+        plan = engine_flow_plan(
+            g, stream_schedule(g, rep), rep, "sequential", 32, n_ubatch=n_ubatch
+        ).plan
+        offset_bad += compare_offsets(g, lambda n, g=g, plan=plan: plan.address(g, n), engine)
+        compute += sum(1 for e in engine if _as_dict(e).get("buffer_usage") == 2)
+    return EngineFidelity(
+        label or f"{cfg.name} B={batch} T={tokens}",
+        nodes,
+        tuple(graph_bad),
+        tuple(offset_bad),
+        compute,
+    )
