@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml | $(PYTHON)
 
 # The ggml oracle: llama-cpp-python 0.3.36 built from source for the CPU, as small as its CMake
 # options allow; the wheel is cached so later runs only install it (about 6 minutes the first time
-# on 2 cores).
+# on 2 cores). Then gguf (the `oracle` extra), which the engine probe writes its models with.
 ORACLE_VERSION := 0.3.36
 WHEELS := $(HOME)/.cache/lace/wheels
 ORACLE_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
@@ -52,15 +52,19 @@ ORACLE_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES
   -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DGGML_LLAMAFILE=OFF -DCMAKE_BUILD_TYPE=Release
 
 oracle: $(STAMP)
-	@$(PYTHON) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llama_cpp') is None)" && exit 0; \
-	mkdir -p $(WHEELS); \
-	if ! ls $(WHEELS)/llama_cpp_python-$(ORACLE_VERSION)-*.whl >/dev/null 2>&1; then \
-	  echo "lace: building llama-cpp-python $(ORACLE_VERSION) for the CPU (first time only, several minutes)"; \
-	  CMAKE_ARGS="$(ORACLE_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	    $(PYTHON) -m pip wheel --disable-pip-version-check -q --no-deps \
-	    --no-binary llama-cpp-python -w $(WHEELS) llama-cpp-python==$(ORACLE_VERSION); \
-	fi; \
-	$(PYTHON) -m pip install --disable-pip-version-check -q $(WHEELS)/llama_cpp_python-$(ORACLE_VERSION)-*.whl
+	@$(PYTHON) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llama_cpp') is None)" || { \
+	  mkdir -p $(WHEELS); \
+	  if ! ls $(WHEELS)/llama_cpp_python-$(ORACLE_VERSION)-*.whl >/dev/null 2>&1; then \
+	    echo "lace: building llama-cpp-python $(ORACLE_VERSION) for the CPU (first time only, several minutes)"; \
+	    CMAKE_ARGS="$(ORACLE_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	      $(PYTHON) -m pip wheel --disable-pip-version-check -q --no-deps \
+	      --no-binary llama-cpp-python -w $(WHEELS) llama-cpp-python==$(ORACLE_VERSION); \
+	  fi; \
+	  $(PYTHON) -m pip install --disable-pip-version-check -q $(WHEELS)/llama_cpp_python-$(ORACLE_VERSION)-*.whl; \
+	}
+	@$(PYTHON) -c "from importlib.metadata import version; import sys; \
+	  sys.exit(tuple(map(int, version('gguf').split('.')[:2])) < (0, 19))" 2>/dev/null || \
+	  $(PYTHON) -m pip install --disable-pip-version-check -q 'gguf>=0.19'
 
 # The graphviz Python package only drives the `dot` program; it does not ship it.
 graphviz:

@@ -172,6 +172,14 @@ def add_schedule_args(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_ALIGNMENT,
         help="buffer alignment in bytes (CUDA 128, ggml's CPU 32)",
     )
+    p.add_argument(
+        "--flow",
+        choices=("engine", "graph"),
+        default=None,
+        help="engine: offsets as llama.cpp places them (reserve n_ubatch-token graphs, then "
+        "replay); graph: plan this graph alone. Default: engine for --layer stack (a whole "
+        "llama.cpp graph), graph for single layers",
+    )
 
 
 def _schedule_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]

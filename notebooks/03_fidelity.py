@@ -47,3 +47,55 @@ table
 
 # %%
 f"{int(table['equal'].sum())} of {len(table)} plans identical" if len(table) else status
+
+# %% [markdown]
+# ## Against the running engine
+# The allocator being right is not enough: llama.cpp plans its compute buffer once, on the
+# worst-case graphs it reserves when a context is created (prompt processing at `n_ubatch` = 512
+# tokens, token generation, prompt processing again), and every later graph with the same node
+# count whose tensors fit replays those offsets. So the memory a decode step shares between
+# tensors is decided by the 512-token plan. LACE's `--flow engine` reproduces that flow; below,
+# LACE's graphs and offsets are checked against a random-weight GGUF of each model (scaled down,
+# head structure kept) running in llama.cpp itself — when the probe can run here.
+
+# %%
+from concurrency.config import get_config, scaled_down
+from concurrency.engine_hazards import engine_hazard_table
+from concurrency.oracle.engine_compare import engine_fidelity
+from concurrency.oracle.fidelity import load_probe
+
+probe, probe_status = load_probe()
+probe_status
+
+# %%
+ENGINE_MODELS = ["tiny", "qwen3.5-27b", "qwen3.5-35b-a3b", "qwen3-next-80b-a3b"]
+engine_rows = (
+    [
+        engine_fidelity(probe(cfg, b, 8), cfg).row()
+        for cfg in (scaled_down(get_config(m)) for m in ENGINE_MODELS)
+        for b in (1, 2)
+    ]
+    if probe
+    else []
+)
+pd.DataFrame(engine_rows)
+
+# %% [markdown]
+# ## The races the seed's concurrency would really hit
+# The hazard checker on the engine's own offsets (the reserve plan replayed into the decode
+# graph) under the four-branch GDN schedule, next to what a plan of the decode graph alone
+# predicts. The sets depend on the model and the batch size; on small configs the engine puts
+# silu(z) on `attn_norm`'s bytes while the other branches may still read it (the seed's bug), and
+# the alpha and beta projections in one block.
+
+# %%
+hazard_rows = engine_hazard_table(
+    ["tiny", "qwen3.5-0.8b", "qwen3.5-9b", "qwen3.5-27b"], [1, 2, 4, 8]
+)
+pd.DataFrame([r.row() for r in hazard_rows])
+
+# %%
+from concurrency.render.tables import hazard_frame
+
+tiny_b1 = hazard_rows[0]
+hazard_frame(tiny_b1.engine, tensor="attn_norm-0")

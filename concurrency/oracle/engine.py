@@ -15,8 +15,9 @@ Why the callback sees every node exactly once: when the callback answers "yes" t
 `ggml_backend_sched_compute_splits` computes the graph one node at a time and reports each node
 once after computing it; the CPU backend makes a single split, and neither probe nor llama.cpp
 runs a warm-up. Observation changes how the graph is computed (node by node), not how it is
-allocated: offsets are those of the compute buffer reserved at context creation. The probe checks
-its node counts against the counts llama.cpp logs for its reserve graphs (`EngineRun.reserve_nodes`).
+allocated: offsets are those of the compute buffer reserved at context creation. The probe refuses
+a step in which a tensor is reported twice, and records the node counts llama.cpp logs for the
+graphs it reserved (`EngineRun.reserve_nodes`, from `ggml_graph_n_nodes`) so they can be compared.
 
 Results are cached as JSON (`~/.cache/lace/engine` by default), keyed by the config, the step
 sizes and the installed llama-cpp-python version; a cache hit loads no library at all.
@@ -41,9 +42,10 @@ import numpy as np
 
 from concurrency.config import ModelConfig
 from concurrency.errors import LaceError, MissingToolError
-from concurrency.oracle.ggml_lib import INSTALL_HINT, GgmlTensor
+from concurrency.oracle.ggml_lib import INSTALL_HINT, Ggml, GgmlTensor
 
-#: Written into every JSON result; a file with another value is refused (and a cached one redone).
+#: Written into every JSON result; a file without it is refused. It is part of the cache key, so
+#: a new result format never reads an old cache file.
 SCHEMA = "lace.engine/1"
 DEFAULT_CACHE = Path.home() / ".cache" / "lace" / "engine"
 GGUF_HINT = "install the GGUF writer with `make oracle` (or `.venv/bin/pip install 'gguf>=0.19'`)"
@@ -174,7 +176,9 @@ class EngineRun:
                 reserve_nodes=tuple(int(x) for x in d["reserve_nodes"]),  # type: ignore[arg-type]
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise LaceError(f"engine result {source} is incomplete or corrupt ({exc!r}); {fix}") from None
+            raise LaceError(
+                f"engine result {source} is incomplete or corrupt ({exc!r}); {fix}"
+            ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,7 +348,9 @@ def _load_llama() -> ModuleType:
     try:
         from llama_cpp import llama_cpp
     except (ImportError, OSError) as exc:
-        raise MissingToolError(f"the engine probe cannot load llama-cpp-python ({exc}); {INSTALL_HINT}") from None
+        raise MissingToolError(
+            f"the engine probe cannot load llama-cpp-python ({exc}); {INSTALL_HINT}"
+        ) from None
     return llama_cpp
 
 
@@ -398,7 +404,9 @@ def probe(
     one `llama_decode` of one more token per sequence.
     """
     _check_sizes(cfg, batch, prompt_tokens, n_ubatch, n_ctx)
-    path = cache_path(cfg, batch, prompt_tokens, n_ubatch=n_ubatch, n_ctx=n_ctx, cache_dir=cache_dir)
+    path = cache_path(
+        cfg, batch, prompt_tokens, n_ubatch=n_ubatch, n_ctx=n_ctx, cache_dir=cache_dir
+    )
     if path.exists():
         return load_run(path)
     llama = _load_llama()
@@ -420,12 +428,21 @@ def load_run(path: Path) -> EngineRun:
     except FileNotFoundError:
         raise LaceError(f"engine result {path} does not exist; run the probe first") from None
     except UnicodeDecodeError as exc:
-        raise LaceError(f"engine result {path} is not text ({exc}); delete it and probe again") from None
+        raise LaceError(
+            f"engine result {path} is not text ({exc}); delete it and probe again"
+        ) from None
     return EngineRun.from_json(text, source=path)
 
 
-def _check_sizes(cfg: ModelConfig, batch: int, prompt_tokens: int, n_ubatch: int, n_ctx: int) -> None:
-    for name, v in (("batch", batch), ("prompt_tokens", prompt_tokens), ("n_ubatch", n_ubatch), ("n_ctx", n_ctx)):
+def _check_sizes(
+    cfg: ModelConfig, batch: int, prompt_tokens: int, n_ubatch: int, n_ctx: int
+) -> None:
+    for name, v in (
+        ("batch", batch),
+        ("prompt_tokens", prompt_tokens),
+        ("n_ubatch", n_ubatch),
+        ("n_ctx", n_ctx),
+    ):
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise LaceError(f"{name} must be a positive integer, got {v!r}")
     if batch * prompt_tokens > n_ubatch:
@@ -471,20 +488,42 @@ def _reserve_nodes(lines: list[str]) -> tuple[int, int]:
 
 
 class _Recorder:
-    """The `cb_eval` callback: answers yes to every ask and records each computed node."""
+    """The `cb_eval` callback: answers yes to every ask, so the scheduler computes one node at
+    a time, and records each node once it is computed."""
 
-    def __init__(self, op_name: Callable[[int], bytes], usage: Callable[[int], int], base: Callable[[int], int]) -> None:
+    def __init__(
+        self,
+        op_name: Callable[[int], bytes],
+        usage: Callable[[int], int],
+        base: Callable[[int], int],
+    ) -> None:
         self.op_name, self.usage, self.base = op_name, usage, base
-        self.nodes: list[EngineNode] = []
         self.buffers: dict[int, int] = {}
+        self.start()
+
+    def start(self) -> None:
+        """Begin a step."""
+        self.nodes: list[EngineNode] = []
+        self.seen: set[int] = set()
         self.error: BaseException | None = None
+
+    def finish(self) -> tuple[EngineNode, ...]:
+        """The step's nodes; refuses a step in which a tensor was reported twice."""
+        if len(self.seen) != len(self.nodes):
+            raise LaceError(
+                f"the eval callback reported {len(self.nodes)} nodes but only {len(self.seen)} "
+                "distinct tensors; this llama.cpp computes graphs differently from 0.3.36: "
+                + INSTALL_HINT
+            )
+        return tuple(self.nodes)
 
     def __call__(self, t: int, ask: bool, user_data: int | None) -> bool:
         if ask:
             return True
         try:
             self.nodes.append(self._node(t))
-        except BaseException as exc:  # a raise inside a ctypes callback would be lost
+            self.seen.add(t)
+        except BaseException as exc:  # an exception cannot cross the C callback: keep it
             self.error = exc
             return False
         return True
@@ -494,8 +533,6 @@ class _Recorder:
         view = GgmlTensor.from_address(g.view_src).name.decode() if g.view_src else None
         srcs = tuple(GgmlTensor.from_address(s).name.decode() for s in g.src if s)
         buf = g.buffer or 0
-        usage = self.usage(buf) if buf else -1
-        offset = g.data - self.base(buf) if buf and g.data else -1
         return EngineNode(
             name=g.name.decode(errors="replace"),
             op=self.op_name(g.op).decode(),
@@ -505,35 +542,57 @@ class _Recorder:
             view_src=view,
             view_offs=g.view_offs,
             buffer=self.buffers.setdefault(buf, len(self.buffers)),
-            buffer_usage=usage,
-            offset=offset,
+            buffer_usage=self.usage(buf) if buf else -1,
+            offset=g.data - self.base(buf) if buf and g.data else -1,
             srcs=srcs,
         )
 
 
-def _ggml_entry_points(llama_module: ModuleType) -> tuple[Callable[..., Any], ...]:
-    """ggml_op_name, ggml_backend_buffer_get_usage and _get_base from the libggml-base that
-    libllama itself uses (loaded from the same directory)."""
-    lib_dir = Path(llama_module.__file__).parent / "lib"
-    base = ctypes.CDLL(str(lib_dir / "libggml-base.so"), mode=ctypes.RTLD_GLOBAL)
-    op_name = base.ggml_op_name
-    op_name.argtypes, op_name.restype = [ctypes.c_int], ctypes.c_char_p
-    usage = base.ggml_backend_buffer_get_usage
+def _ggml_entry_points() -> tuple[Callable[..., Any], ...]:
+    """ggml_op_name, ggml_backend_buffer_get_usage and ggml_backend_buffer_get_base from the
+    libggml-base that libllama uses (`Ggml.load` opens the same file and checks its layout)."""
+    g = Ggml.load()
+    usage = g.base.ggml_backend_buffer_get_usage
     usage.argtypes, usage.restype = [ctypes.c_void_p], ctypes.c_int
-    get_base = base.ggml_backend_buffer_get_base
-    get_base.argtypes, get_base.restype = [ctypes.c_void_p], ctypes.c_void_p
-    return op_name, usage, lambda b: get_base(b) or 0
+    get_base = g.base.ggml_backend_buffer_get_base
+    return g.base.ggml_op_name, usage, lambda b: get_base(b) or 0
 
 
-def _fill_batch(llama: ModuleType, b: Any, tokens: list[tuple[int, int, int, bool]]) -> None:
+def _fill_batch(b: Any, rows: list[tuple[int, int, int, bool]]) -> None:
     """Set a llama_batch to (token, pos, seq_id, wants_logits) rows."""
-    b.n_tokens = len(tokens)
-    for i, (tok, pos, seq, out) in enumerate(tokens):
+    b.n_tokens = len(rows)
+    for i, (tok, pos, seq, out) in enumerate(rows):
         b.token[i] = tok
         b.pos[i] = pos
         b.n_seq_id[i] = 1
         b.seq_id[i][0] = seq
         b.logits[i] = 1 if out else 0
+
+
+def _steps(cfg: ModelConfig, batch: int, prompt_tokens: int) -> list[list[tuple[int, ...]]]:
+    """The two batches: all prompts (sequence-major, equal lengths, logits for each sequence's
+    last token), then one more token per sequence. Token ids are fixed pseudo-random."""
+    ids = np.random.default_rng(1).integers(0, cfg.n_vocab, size=(batch, prompt_tokens + 1))
+    prompt = [
+        (int(ids[s, p]), p, s, p == prompt_tokens - 1)
+        for s in range(batch)
+        for p in range(prompt_tokens)
+    ]
+    decode = [(int(ids[s, prompt_tokens]), prompt_tokens, s, True) for s in range(batch)]
+    return [prompt, decode]
+
+
+def _context_params(llama: ModuleType, batch: int, tokens: int, n_ubatch: int, n_ctx: int) -> Any:
+    """CPU context parameters as the reference dump used: flash attention auto, n_outputs_max
+    left at n_batch, one recurrent state per sequence."""
+    cp = llama.llama_context_default_params()
+    cp.n_ctx = n_ctx
+    cp.n_batch = max(n_ubatch, tokens)
+    cp.n_ubatch = n_ubatch
+    cp.n_seq_max = batch
+    cp.n_threads = cp.n_threads_batch = max(1, min(4, os.cpu_count() or 1))
+    cp.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_AUTO
+    return cp
 
 
 def _run_engine(
@@ -545,7 +604,7 @@ def _run_engine(
     n_ubatch: int,
     n_ctx: int,
 ) -> EngineRun:
-    op_name, usage, base = _ggml_entry_points(llama)
+    recorder = _Recorder(*_ggml_entry_points())
     _quiet_log(llama)
     _LOG_LINES.clear()
     llama.llama_backend_init()
@@ -554,47 +613,29 @@ def _run_engine(
     model = llama.llama_model_load_from_file(str(model_path).encode(), mparams)
     if not model:
         raise LaceError(
-            f"llama.cpp could not load the {cfg.arch} GGUF for {cfg.name!r}: "
-            + _log_tail()
-            + "; check the config against the loader"
+            f"llama.cpp could not load the {cfg.arch} GGUF of {cfg.name!r} ({_log_tail()}); "
+            "fix the config so that the loader accepts it"
         )
-    recorder = _Recorder(op_name, usage, base)
-    callback = llama.ggml_backend_sched_eval_callback(recorder)
-    cparams = llama.llama_context_default_params()
-    cparams.n_ctx = n_ctx
-    cparams.n_batch = max(n_ubatch, batch * prompt_tokens)
-    cparams.n_ubatch = n_ubatch
-    cparams.n_seq_max = batch
-    threads = max(1, min(4, os.cpu_count() or 1))
-    cparams.n_threads = cparams.n_threads_batch = threads
-    cparams.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_AUTO
+    callback = llama.ggml_backend_sched_eval_callback(recorder)  # referenced until freed
+    cparams = _context_params(llama, batch, batch * prompt_tokens, n_ubatch, n_ctx)
     cparams.cb_eval = callback
-    cparams.cb_eval_user_data = None
-    ctx = None
-    b = None
+    ctx = b = None
+    phases: list[tuple[EngineNode, ...]] = []
     try:
         ctx = llama.llama_init_from_model(model, cparams)
         if not ctx:
-            raise LaceError(f"llama.cpp could not create a context: {_log_tail()}; lower n_ctx or batch")
+            raise LaceError(f"llama.cpp could not create a context ({_log_tail()}); lower n_ctx")
         reserve = _reserve_nodes(_LOG_LINES)
-        n_tok = max(batch * prompt_tokens, batch)
-        b = llama.llama_batch_init(n_tok, 0, 1)
-        rng = np.random.default_rng(1)
-        ids = rng.integers(0, cfg.n_vocab, size=(batch, prompt_tokens + 1)).tolist()
-        phases = []
-        steps = (
-            [(ids[s][p], p, s, p == prompt_tokens - 1) for s in range(batch) for p in range(prompt_tokens)],
-            [(ids[s][prompt_tokens], prompt_tokens, s, True) for s in range(batch)],
-        )
-        for step in steps:
-            recorder.nodes = []
-            _fill_batch(llama, b, step)
+        b = llama.llama_batch_init(batch * prompt_tokens, 0, 1)
+        for rows in _steps(cfg, batch, prompt_tokens):
+            recorder.start()
+            _fill_batch(b, rows)
             rc = llama.llama_decode(ctx, b)
             if recorder.error is not None:
                 raise recorder.error
             if rc != 0:
-                raise LaceError(f"llama_decode returned {rc}: {_log_tail()}; lower batch or prompt_tokens")
-            phases.append(tuple(recorder.nodes))
+                raise LaceError(f"llama_decode returned {rc} ({_log_tail()}); lower batch")
+            phases.append(recorder.finish())
     finally:
         if b is not None:
             llama.llama_batch_free(b)

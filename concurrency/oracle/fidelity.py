@@ -135,3 +135,16 @@ def load_oracle() -> tuple[Ggml | None, str]:
         return Ggml.load(), "ggml oracle loaded"
     except LaceError as exc:
         return None, str(exc)
+
+
+def load_probe():  # type: ignore[no-untyped-def]
+    """The engine probe function, or None and the reason it cannot run here."""
+    from concurrency.errors import LaceError
+
+    try:
+        from concurrency.oracle import engine
+
+        engine.llama_version()
+        return engine.probe, "engine probe ready (llama-cpp-python " + engine.llama_version() + ")"
+    except (ImportError, LaceError) as exc:
+        return None, f"engine probe unavailable: {exc}"
