@@ -45,6 +45,7 @@ INPLACE_OPS = frozenset(
         "SILU_BACK",
         "RMS_NORM",
         "RMS_NORM_BACK",
+        "CLAMP",
         "SOFT_MAX",
         "SOFT_MAX_BACK",
     }

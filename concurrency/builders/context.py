@@ -331,8 +331,18 @@ class GraphContext:
         return self._like("SOFT_MAX", a, (a,), base)
 
     def argsort_top_k(self, a: str, k: int, base: str) -> str:
+        """ggml_argsort_top_k: a descending ARGSORT, then a view of its first k columns."""
         ta = self._tensors[a]
-        return self._node("TOP_K", base, (a,), (k, *ta.shape[1:]), dtype="i32", params=(k,))
+        order = self._node("ARGSORT", f"{base}_argsort", (a,), ta.shape, dtype="i32")
+        t = self._tensors[order]
+        return self.view(order, (k, *ta.shape[1:]), t.strides_bytes[1:], 0, base=base)
+
+    def clamp(self, a: str, lo: float, hi: float, base: str) -> str:
+        return self._like("CLAMP", a, (a,), base, params=(lo, hi))
+
+    def repeat(self, a: str, ne: tuple[int, ...], base: str) -> str:
+        """ggml_repeat_4d: tile `a` up to shape `ne`."""
+        return self._node("REPEAT", base, (a,), ne, dtype=self._tensors[a].dtype)
 
     def sum_rows(self, a: str, base: str) -> str:
         ta = self._tensors[a]

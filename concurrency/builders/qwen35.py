@@ -51,9 +51,21 @@ class Step:
         """KV cells the attention reads: used cells padded to 256, at most n_ctx; all n_ctx
         cells in a reserve graph (the full memory context)."""
         if self.reserve:
-            return self.n_ctx
+            return self.kv_size
         used = self.kv_tokens + self.n_seq_tokens
-        return min(self.n_ctx, max(KV_PAD, math.ceil(used / KV_PAD) * KV_PAD))
+        return min(self.kv_size, max(KV_PAD, math.ceil(used / KV_PAD) * KV_PAD))
+
+    @property
+    def n_streams(self) -> int:
+        """KV-cache streams: one per sequence (llama.cpp's default, kv_unified = false)."""
+        return self.n_seqs
+
+    @property
+    def kv_size(self) -> int:
+        """KV cells per stream: n_ctx split over the sequences, padded to 256."""
+        if self.n_seqs == 1:
+            return self.n_ctx
+        return max(KV_PAD, math.ceil(self.n_ctx / self.n_seqs / KV_PAD) * KV_PAD)
 
     @property
     def outputs(self) -> int:
@@ -258,13 +270,11 @@ class Qwen35Builder:
         )
 
     def fused_beta_alpha(self, cur: str, il: int) -> tuple[str, str]:
-        """Qwen3-Next: one `ssm_beta_alpha` projection split per key head into b and a."""
+        """Qwen3-Next: one `ssm_ba` projection split per key head into b and a."""
         c, ctx, st = self.cfg, self.ctx, self.step
         hk, hv, n_tok, n_seq = c.ssm_n_group, c.ssm_dt_rank, st.n_seq_tokens, st.n_seqs
         r = hv // hk
-        ba = ctx.mul_mat(
-            self.w(f"blk.{il}.ssm_beta_alpha.weight", c.n_embd, 2 * hv), cur, base="ba_proj"
-        )
+        ba = ctx.mul_mat(self.w(f"blk.{il}.ssm_ba.weight", c.n_embd, 2 * hv), cur, base="ba_proj")
         ctx.name(ba, _gname("linear_attn_mixed_ba", il))
         ba4 = ctx.reshape(ba, 2 * r, hk, n_tok, n_seq, base="ba_4d")
         nb = ctx[ba4].strides_bytes[1:]
@@ -352,27 +362,37 @@ class Qwen35Builder:
         ctx.expand(q)
         ctx.expand(v)
         ctx.expand(k)
-        k_cache = self.state(f"cache_k_l{il}", "f16", d * nkv, st.n_ctx)
-        v_cache = self.state(f"cache_v_l{il}", "f16", d * nkv, st.n_ctx)
+        # one KV stream per sequence (llama.cpp's default, kv_unified = false)
+        ns, kv_size = st.n_streams, st.kv_size
+        k_cache = self.state(f"cache_k_l{il}", "f16", d * nkv, kv_size, ns)
+        v_cache = self.state(f"cache_v_l{il}", "f16", d * nkv, kv_size, ns)
         k_idxs = self.inp("attn_inp_k_idxs", "i64", n_all)
         v_idxs = self.inp("attn_inp_v_idxs", "i64", n_all)
-        k_rows = ctx.view(k, (d * nkv, n_all), (ctx[k].strides_bytes[2],), 0, base="Kcur_rows")
-        ctx.expand(ctx.set_rows(k_cache, k_rows, k_idxs, base="k_cache_write"))
-        v_rows = ctx.view(v, (d * nkv, n_all), (ctx[v].strides_bytes[2],), 0, base="Vcur_rows")
-        ctx.expand(ctx.set_rows(v_cache, v_rows, v_idxs, base="v_cache_write"))
+        for cur, cache, idxs, label in ((k, k_cache, k_idxs, "k"), (v, v_cache, v_idxs, "v")):
+            rows = ctx.view(
+                cur,
+                (d * nkv, n_all),
+                (ctx[cur].strides_bytes[2],),
+                0,
+                base=f"{label.upper()}cur_rows",
+            )
+            if ns > 1:  # the streams' buffers merged: the row indices are global
+                cache = ctx.reshape(cache, d * nkv, kv_size * ns, base=f"{label}_cache_2d")
+            ctx.expand(ctx.set_rows(cache, rows, idxs, base=f"{label}_cache_write"))
 
         n_kv = st.n_kv
         f16 = 2
-        kv_nb = (f16 * d, f16 * d * nkv, f16 * d * nkv * n_kv)
-        k_all = ctx.view(k_cache, (d, nkv, n_kv, 1), kv_nb, 0, base="k_cache_view")
-        v_all = ctx.view(v_cache, (d, nkv, n_kv, 1), kv_nb, 0, base="v_cache_view")
-        mask = self.inp("attn_inp_kq_mask", "f16", n_kv, n_all, 1, 1)
+        kv_nb = (f16 * d, f16 * d * nkv, f16 * d * nkv * kv_size)
+        k_all = ctx.view(k_cache, (d, nkv, n_kv, ns), kv_nb, 0, base="k_cache_view")
+        v_all = ctx.view(v_cache, (d, nkv, n_kv, ns), kv_nb, 0, base="v_cache_view")
+        mask = self.inp("attn_inp_kq_mask", "f16", n_kv, n_all // ns, 1, ns)
 
         qt = ctx[q]
+        per = n_all // ns
         q4 = ctx.view(
             q,
-            (d, nh, n_all, 1),
-            (*qt.strides_bytes[1:3], qt.strides_bytes[2] * n_all),
+            (d, nh, per, ns),
+            (*qt.strides_bytes[1:3], qt.strides_bytes[2] * per),
             0,
             base="Qcur_4d",
         )
@@ -395,90 +415,98 @@ class Qwen35Builder:
     # ------------------------------------------------------------------ FFN
     def ffn(self, cur: str, il: int) -> str:
         c = self.cfg
-        blk = f"blk.{il}"
         if not c.is_moe:
-            return self.dense_ffn(cur, f"{blk}.ffn", c.n_ff, "ffn", il)
+            return self.dense_ffn(cur, c.n_ff, "ffn", il)
         return self.moe_ffn(cur, il)
 
-    def dense_ffn(self, cur: str, prefix: str, n_ff: int, label: str, il: int) -> str:
-        """build_ffn with LLM_FFN_SILU / LLM_FFN_PAR: down(swiglu(gate(x), up(x)))."""
+    def dense_ffn(self, cur: str, n_ff: int, label: str, il: int, suffix: str = "") -> str:
+        """build_ffn with LLM_FFN_SILU / LLM_FFN_PAR: down(swiglu(gate(x), up(x))); weights
+        blk.N.ffn_{up,gate,down}{suffix}.weight."""
         c, ctx = self.cfg, self.ctx
+        prefix = f"blk.{il}.ffn"
         up = ctx.name(
-            ctx.mul_mat(self.w(f"{prefix}_up.weight", c.n_embd, n_ff), cur, base=f"{label}_up"),
+            ctx.mul_mat(
+                self.w(f"{prefix}_up{suffix}.weight", c.n_embd, n_ff), cur, base=f"{label}_up"
+            ),
             _gname(f"{label}_up", il),
         )
         gate = ctx.name(
-            ctx.mul_mat(self.w(f"{prefix}_gate.weight", c.n_embd, n_ff), cur, base=f"{label}_gate"),
+            ctx.mul_mat(
+                self.w(f"{prefix}_gate{suffix}.weight", c.n_embd, n_ff), cur, base=f"{label}_gate"
+            ),
             _gname(f"{label}_gate", il),
         )
         act = ctx.name(
             ctx.glu(gate, up, "swiglu", base=f"{label}_swiglu"), _gname(f"{label}_swiglu", il)
         )
         down = ctx.mul_mat(
-            self.w(f"{prefix}_down.weight", n_ff, c.n_embd), act, base=f"{label}_down"
+            self.w(f"{prefix}_down{suffix}.weight", n_ff, c.n_embd), act, base=f"{label}_down"
         )
         return ctx.name(down, _gname(f"{label}_out", il))
 
     def moe_ffn(self, cur: str, il: int) -> str:
-        """Routed experts plus the sigmoid-gated shared expert, with their real activation
-        sizes. The op sequence is LACE's reading of build_moe_ffn and is not yet checked
-        against the engine (issue 9)."""
+        """build_moe_ffn (softmax gating, normalised top-k weights, SiLU-gated experts) plus
+        the sigmoid-gated shared expert of qwen35moe / qwen3next."""
         c, ctx, st = self.cfg, self.ctx, self.step
-        blk, n_all, n_used = f"blk.{il}", st.n_tokens, c.n_expert_used
-        logits = ctx.mul_mat(
-            self.w(f"{blk}.ffn_gate_inp.weight", c.n_embd, c.n_expert), cur, base="moe_logits"
+        blk, n_all, k = f"blk.{il}", st.n_tokens, c.n_expert_used
+        gate_inp = self.w(f"{blk}.ffn_gate_inp.weight", c.n_embd, c.n_expert)
+        logits = ctx.name(
+            ctx.mul_mat(gate_inp, cur, base="moe_logits"), _gname("ffn_moe_logits", il)
         )
-        probs = ctx.soft_max(logits, base="moe_probs")
-        chosen = ctx.argsort_top_k(probs, n_used, base="moe_topk")
+        probs = ctx.name(ctx.soft_max(logits, base="moe_probs"), _gname("ffn_moe_probs", il))
+        chosen = ctx.name(ctx.argsort_top_k(probs, k, base="moe_topk"), _gname("ffn_moe_topk", il))
         probs3 = ctx.reshape(probs, 1, c.n_expert, n_all, base="moe_probs_3d")
-        weights = ctx.get_rows(probs3, chosen, base="moe_weights")
-        w2 = ctx.reshape(weights, n_used, n_all, base="moe_weights_2d")
-        w_sum = ctx.sum_rows(w2, base="moe_weights_sum")
-        w2 = ctx.div(w2, w_sum, base="moe_weights_norm")
-        weights = ctx.reshape(w2, 1, n_used, n_all, base="moe_weights_3d")
+        weights = ctx.name(
+            ctx.get_rows(probs3, chosen, base="moe_weights"), _gname("ffn_moe_weights", il)
+        )
+        weights = ctx.reshape(weights, k, n_all, base="moe_weights_2d")
+        w_sum = ctx.sum_rows(weights, base="moe_weights_sum")
+        w_sum = ctx.clamp(w_sum, 6.103515625e-5, math.inf, base="moe_weights_sum_clamped")
+        weights = ctx.div(weights, w_sum, base="moe_weights_norm")
+        weights = ctx.reshape(weights, 1, k, n_all, base="moe_weights_3d")
+        ctx.expand(weights)
         x3 = ctx.reshape(cur, c.n_embd, 1, n_all, base="moe_input")
-        up = ctx.mul_mat_id(
-            self.w(f"{blk}.ffn_up_exps.weight", c.n_embd, c.n_ff_exp, c.n_expert),
-            x3,
-            chosen,
-            base="moe_up",
-        )
-        gate = ctx.mul_mat_id(
-            self.w(f"{blk}.ffn_gate_exps.weight", c.n_embd, c.n_ff_exp, c.n_expert),
-            x3,
-            chosen,
-            base="moe_gate",
-        )
-        act = ctx.glu(gate, up, "swiglu", base="moe_swiglu")
-        experts = ctx.mul_mat_id(
-            self.w(f"{blk}.ffn_down_exps.weight", c.n_ff_exp, c.n_embd, c.n_expert),
-            act,
-            chosen,
-            base="moe_down",
-        )
-        experts = ctx.mul(experts, weights, base="moe_weighted")
-        te = ctx[experts]
-        total = None
-        for i in range(n_used):
-            part = ctx.view(
-                experts,
-                (c.n_embd, n_all),
-                (te.strides_bytes[2],),
-                i * te.strides_bytes[1],
-                base=f"moe_expert{i}",
+
+        def experts(name: str, n_in: int, n_out: int, x: str, label: str) -> str:
+            w = self.w(f"{blk}.{name}.weight", n_in, n_out, c.n_expert)
+            return ctx.name(ctx.mul_mat_id(w, x, chosen, base=label), _gname(f"ffn_{label}", il))
+
+        up = experts("ffn_up_exps", c.n_embd, c.n_ff_exp, x3, "moe_up")
+        gate = experts("ffn_gate_exps", c.n_embd, c.n_ff_exp, x3, "moe_gate")
+        act = ctx.name(ctx.glu(gate, up, "swiglu", base="moe_swiglu"), _gname("ffn_moe_swiglu", il))
+        down = experts("ffn_down_exps", c.n_ff_exp, c.n_embd, act, "moe_down")
+        down = ctx.name(ctx.mul(down, weights, base="moe_weighted"), _gname("ffn_moe_weighted", il))
+        ctx.expand(down)
+        te = ctx[down]
+        parts = []
+        for i in range(k):
+            parts.append(
+                ctx.view(
+                    down,
+                    (c.n_embd, n_all),
+                    (te.strides_bytes[2],),
+                    i * te.strides_bytes[1],
+                    base=f"moe_expert{i}",
+                )
             )
-            total = part if total is None else ctx.add(total, part, base="moe_sum")
-        assert total is not None
-        out = total
-        if c.n_ff_shexp:
-            shared = self.dense_ffn(cur, f"{blk}.ffn", c.n_ff_shexp, "ffn_shexp", il)
-            sg = ctx.mul_mat(
-                self.w(f"{blk}.ffn_gate_inp_shexp.weight", c.n_embd, 1), cur, base="shexp_gate"
-            )
-            sg = ctx.unary(sg, "sigmoid", base="shexp_gate_sigmoid")
-            shared = ctx.mul(shared, sg, base="shexp_gated")
-            out = ctx.add(out, shared, base="moe_out")
-        return out
+            ctx.expand(parts[-1])
+        out = parts[0]
+        for part in parts[1:]:
+            out = ctx.add(out, part, base="moe_sum")
+            ctx.expand(out)
+        if k == 1:
+            out = ctx.cont(out, (c.n_embd, n_all), base="moe_out")
+        ctx.name(out, _gname("ffn_moe_out", il))
+        if not c.n_ff_shexp:
+            return out
+        shared = self.dense_ffn(cur, c.n_ff_shexp, "ffn_shexp", il, suffix="_shexp")
+        sg = ctx.mul_mat(
+            self.w(f"{blk}.ffn_gate_inp_shexp.weight", c.n_embd, 1), cur, base="shexp_gate"
+        )
+        ctx.name(sg, _gname("shared_expert_gate", il))
+        sg = ctx.unary(sg, "sigmoid", base="shexp_gate_sigmoid")
+        shared = ctx.mul(shared, sg, base="shexp_gated")
+        return ctx.name(ctx.add(out, shared, base="moe_out"), _gname("ffn_out", il))
 
     # ------------------------------------------------------------------ whole graphs
     def layer_graph(self, kind: str) -> None:
