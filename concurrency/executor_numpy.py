@@ -383,7 +383,7 @@ def _graph_input(graph: Graph, t: Tensor, rng: np.random.Generator) -> Array:
         pos[: min(3, sections)] = seq_pos
         return pos
     if label in ("attn_inp_k_idxs", "attn_inp_v_idxs"):
-        return kv + np.arange(t.nelements)
+        return _kv_cells(graph, b, n_tok, kv)
     if label == "attn_inp_kq_mask":
         return _causal_mask(t, b, n_tok, kv)
     if label == "inp_out_ids":
@@ -393,20 +393,36 @@ def _graph_input(graph: Graph, t: Tensor, rng: np.random.Generator) -> Array:
     return rng.normal(0.0, 1.0, t.nelements)
 
 
+def _kv_cells(graph: Graph, n_seqs: int, n_tok: int, kv: int) -> Array:
+    """The KV cell each token writes (row of the streams' merged buffer): with one stream per
+    sequence (llama.cpp's default for B > 1) token (s, t) goes to stream s, cell kv + t; with a
+    single stream the sequences share it, token i = s·T + t in cell kv + i."""
+    caches = [t for t in graph.tensors.values() if t.name.startswith("cache_k_l")]
+    n_streams = caches[0].shape[2] if caches else 1
+    if n_streams == 1:
+        return kv + np.arange(n_seqs * n_tok)
+    kv_size = caches[0].shape[1]
+    return np.concatenate([s * kv_size + kv + np.arange(n_tok) for s in range(n_seqs)])
+
+
 def _causal_mask(t: Tensor, n_seqs: int, n_tok: int, kv: int) -> Array:
-    n_kv, rows = t.shape[0], t.shape[1]
-    if kv + n_seqs * n_tok > n_kv:
+    """Mask per stream [n_streams, 1, rows, n_kv]: 0 where a token may attend — the kv cached
+    cells (a history every sequence shares) and its own sequence's cells up to itself."""
+    n_kv, rows, _, n_streams = t.shape
+    per_stream = n_seqs // n_streams  # sequences sharing a stream (all of them when 1)
+    if kv + per_stream * n_tok > n_kv:
         raise LaceError(
-            f"kv_tokens + B·T = {kv + n_seqs * n_tok} KV cells do not fit the {n_kv} cells "
-            "attention reads; use fewer sequences or tokens, or a larger kv_tokens padding"
+            f"kv_tokens + tokens = {kv + per_stream * n_tok} KV cells do not fit the {n_kv} "
+            "cells attention reads; use fewer sequences or tokens, or a larger kv_tokens padding"
         )
-    mask = np.full((rows, n_kv), -np.inf)
-    mask[:, :kv] = 0.0
-    for s in range(n_seqs):
-        for i in range(n_tok):
-            row = s * n_tok + i
-            if row < rows:
-                mask[row, kv + s * n_tok : kv + s * n_tok + i + 1] = 0.0
+    mask = np.full((n_streams, 1, rows, n_kv), -np.inf)
+    mask[..., :kv] = 0.0
+    for stream in range(n_streams):
+        for j in range(per_stream):
+            for i in range(n_tok):
+                row = j * n_tok + i
+                if row < rows:
+                    mask[stream, 0, row, kv + j * n_tok : kv + j * n_tok + i + 1] = 0.0
     return mask
 
 

@@ -289,6 +289,22 @@ def _op_top_k(t: Tensor, s: list[Array], out: Array) -> Array:
     return np.argsort(-s[0], axis=-1, kind="stable")[..., :k]
 
 
+def _op_argsort(t: Tensor, s: list[Array], out: Array) -> Array:
+    """Indices sorting each row in descending order (what ggml_argsort_top_k views)."""
+    return np.argsort(-s[0], axis=-1, kind="stable")
+
+
+def _op_clamp(t: Tensor, s: list[Array], out: Array) -> Array:
+    lo, hi = (float(x) for x in t.params)  # type: ignore[arg-type]
+    return np.clip(s[0], lo, hi)
+
+
+def _op_repeat(t: Tensor, s: list[Array], out: Array) -> Array:
+    """ggml_repeat: tile the source along every dimension up to the output's shape."""
+    reps = tuple(o // i for o, i in zip(out.shape, s[0].shape, strict=True))
+    return np.tile(s[0], reps)
+
+
 def _op_sum_rows(t: Tensor, s: list[Array], out: Array) -> Array:
     return np.sum(s[0], axis=-1, keepdims=True)
 
@@ -322,6 +338,9 @@ OPS: Mapping[str, Op] = {
     "GLU": _op_glu,
     "SOFT_MAX": _op_soft_max,
     "TOP_K": _op_top_k,
+    "ARGSORT": _op_argsort,
+    "CLAMP": _op_clamp,
+    "REPEAT": _op_repeat,
     "SUM_ROWS": _op_sum_rows,
     "MUL_MAT_ID": _op_mul_mat_id,
 }

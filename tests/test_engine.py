@@ -17,7 +17,7 @@ pytest.importorskip(
 )
 
 from concurrency.builders import build_graph
-from concurrency.config import PRESETS, ModelConfig
+from concurrency.config import PRESETS, ModelConfig, scaled_down
 from concurrency.errors import LaceError
 from concurrency.ir import TensorKind
 from concurrency.oracle import engine
@@ -130,11 +130,6 @@ def test_gguf_names_match_the_dense_builder() -> None:
     assert built == gguf
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the builder names shared experts blk.N.ffn_{gate,up,down}.weight (GGUF: *_shexp) "
-    "and Qwen3-Next's fused beta/alpha blk.N.ssm_beta_alpha.weight (GGUF: ssm_ba)",
-)
 @pytest.mark.parametrize("cfg", [MOE, NEXT], ids=lambda c: c.arch)
 def test_gguf_names_match_the_moe_builder(cfg: ModelConfig) -> None:
     graph = build_graph(cfg, "stack", "prefill", 1, 8)
@@ -194,3 +189,26 @@ def test_impossible_sizes_name_the_fix(
 ) -> None:
     with pytest.raises(LaceError, match=fix):
         probe(TINY, batch, tokens, n_ubatch=n_ubatch, n_ctx=n_ctx, cache_dir=tmp_path)
+
+
+ENGINE_CONFIGS = {
+    "tiny": PRESETS["tiny"],
+    "qwen35-dense": scaled_down(PRESETS["qwen3.5-27b"]),
+    "qwen35moe": scaled_down(PRESETS["qwen3.5-35b-a3b"]),
+    "qwen3next": scaled_down(PRESETS["qwen3-next-80b-a3b"]),
+}
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4, 8])
+@pytest.mark.parametrize("name", sorted(ENGINE_CONFIGS))
+def test_lace_graphs_and_engine_offsets_match_the_running_engine(name: str, batch: int) -> None:
+    """Issue 9: zero node mismatches (op, order, shape, edges) in the prompt and decode steps,
+    and LACE's engine-faithful `sequential` gives every compute-buffer tensor the engine's
+    own offset."""
+    from concurrency.oracle.engine_compare import engine_fidelity
+
+    cfg = ENGINE_CONFIGS[name]
+    result = engine_fidelity(probe(cfg, batch, 8), cfg)
+    assert result.graph_mismatches == ()
+    assert result.offset_mismatches == ()
+    assert result.compute_tensors > 300

@@ -18,7 +18,8 @@ def test_reserve_sequence_is_pp_tg_pp_at_n_ubatch() -> None:
     labels = [(label, rg.meta.mode, rg.meta.n_tokens) for label, rg in reserve_graphs(g, 512, 2048)]
     assert labels == [("pp512", "prefill", 512), ("tg4", "decode", 4), ("pp512", "prefill", 512)]
     pp = reserve_graphs(g, 512, 2048)[0][1]
-    assert pp["attn_inp_kq_mask"].shape[:2] == (512, 512)  # all n_ctx cells, every token
+    # one KV stream per sequence: all 256 cells of each stream, every token of its sequence
+    assert pp["attn_inp_kq_mask"].shape == (256, 128, 1, 4)
     assert pp["inp_out_ids"].shape[0] == 512  # every token an output
 
 

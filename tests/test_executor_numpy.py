@@ -259,7 +259,7 @@ def test_no_reuse_plan_matches_reference_under_every_schedule(
 
 def test_moe_stack_runs_and_matches_in_the_arena() -> None:
     graph = _moe_graph()
-    assert {"MUL_MAT_ID", "TOP_K", "SOFT_MAX", "SUM_ROWS", "DIV"} <= {
+    assert {"MUL_MAT_ID", "ARGSORT", "CLAMP", "SOFT_MAX", "SUM_ROWS", "DIV"} <= {
         graph[n].op for n in graph.nodes
     }
     schedule = stream_schedule(graph, detect_branches(graph))
@@ -317,11 +317,16 @@ def test_make_inputs_is_deterministic_and_consistent() -> None:
     assert a.keys() == b.keys() == set(graph.leafs)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
-    mask = a["attn_inp_kq_mask"][0, 0]  # rows: tokens s·T + t; columns: KV cells
-    assert np.all(mask[:, :5] == 0.0)  # the shared history
-    np.testing.assert_array_equal(a["attn_inp_k_idxs"].reshape(-1), 5 + np.arange(6))
-    assert mask[4, 5 + 3] == 0.0 and mask[4, 5 + 4] == 0.0 and mask[4, 5 + 5] == -np.inf
-    assert mask[4, 5 + 0] == -np.inf  # another sequence's token
+    # one KV stream per sequence: mask [stream, 1, token of that sequence, cell of that stream]
+    mask = a["attn_inp_kq_mask"]
+    assert mask.shape == (2, 1, 3, 256)
+    assert np.all(mask[:, :, :, :5] == 0.0)  # the shared history
+    kv_size = graph["cache_k_l0"].shape[1]
+    np.testing.assert_array_equal(
+        a["attn_inp_k_idxs"].reshape(-1), [5, 6, 7, kv_size + 5, kv_size + 6, kv_size + 7]
+    )
+    assert mask[1, 0, 1, 5 + 0] == 0.0 and mask[1, 0, 1, 5 + 1] == 0.0
+    assert mask[1, 0, 1, 5 + 2] == -np.inf  # a later token of the same sequence
     assert a["inp_pos"].reshape(-1)[:6].tolist() == [5, 6, 7, 5, 6, 7]
     assert a["blk.0.attn_norm.weight"].mean() == pytest.approx(1.0, abs=0.05)
     stack = tiny_graph("stack", "prefill", 2)

@@ -214,8 +214,14 @@ class Qwen35Builder:
             ctx.view(conv, (s, hv, n_tok, n_seq), nb, 8 * c.key_dim, base="v_conv"),
             _gname("v_conv_predelta", il),
         )
-        q = ctx.name(self.l2_norm(q, "q"), _gname("q_conv_predelta", il))
-        k = ctx.name(self.l2_norm(k, "k"), _gname("k_conv_predelta", il))
+        q = self.l2_norm(q, "q")
+        k = self.l2_norm(k, "k")
+        if c.arch == "qwen3next" and hk != hv:
+            # Qwen3-Next always repeats q and k up to the value heads (repeat-interleave:
+            # reshape, repeat, reshape back); Qwen3.5 leaves that to the fused GDN op
+            q, k = (self.repeat_heads(x, which) for x, which in ((q, "q"), (k, "k")))
+        q = ctx.name(q, _gname("q_conv_predelta", il))
+        k = ctx.name(k, _gname("k_conv_predelta", il))
 
         result = ctx.gated_delta_net(q, k, v, gate, beta, state, base="gdn")
         f32 = 4
@@ -288,6 +294,14 @@ class Qwen35Builder:
         gate = ctx.reshape(gate, 1, hv, n_tok, n_seq, base="gate_4d")
         return beta, gate
 
+    def repeat_heads(self, x: str, which: str) -> str:
+        """[S, H_k, T, B] → [S, H_v, T, B], each key head repeated H_v/H_k times in place."""
+        c, ctx, st = self.cfg, self.ctx, self.step
+        s, hk, r = c.ssm_d_state, c.ssm_n_group, c.ssm_dt_rank // c.ssm_n_group
+        flat = ctx.reshape(x, s, 1, hk, st.n_tokens, base=f"{which}_heads_1")
+        rep = ctx.repeat(flat, (s, r, hk, st.n_tokens), base=f"{which}_heads_rep")
+        return ctx.reshape(rep, s, hk * r, st.n_seq_tokens, st.n_seqs, base=f"{which}_heads")
+
     def l2_norm(self, x: str, which: str) -> str:
         """The engine's GDN L2 norm: RMS_NORM then SCALE by 1/sqrt(S) (seed-anatomy §3.6)."""
         s = self.cfg.ssm_d_state
@@ -343,18 +357,32 @@ class Qwen35Builder:
         v = ctx.mul_mat(self.w(f"{blk}.attn_v.weight", c.n_embd, d * nkv), cur, base="Vcur_proj")
         ctx.name(v, _gname("Vcur", il))
 
-        nb = (f32 * 2 * d, f32 * 2 * d * nh)
-        q = ctx.view(q_full, (d, nh, n_all), nb, 0, base="Qcur_heads")
-        ctx.name(q, _gname("Qcur_reshaped", il))
-        q = self.norm(q, self.w(f"{blk}.attn_q_norm.weight", d), "Qcur_normed", il)
-        k = ctx.reshape(k, d, nkv, n_all, base="Kcur_heads")
-        k = self.norm(k, self.w(f"{blk}.attn_k_norm.weight", d), "Kcur_normed", il)
-        gate = ctx.view(q_full, (d, nh, n_all), nb, f32 * d, base="gate_view")
+        if c.arch == "qwen3next":
+            # Qwen3-Next reshapes Q(+gate) to 4-D first and views query and gate from it
+            q4 = ctx.reshape(q_full, 2 * d, nh, n_all, 1, base="Qcur_full_4d")
+            nb4 = ctx[q4].strides_bytes[1:]
+            q = ctx.name(
+                ctx.view(q4, (d, nh, n_all, 1), nb4, 0, base="Qcur_heads"), _gname("Qcur_view", il)
+            )
+            gate = ctx.view(q4, (d, nh, n_all, 1), nb4, f32 * d, base="gate_view")
+            k = ctx.reshape(k, d, nkv, n_all, base="Kcur_heads")
+            v = ctx.name(ctx.reshape(v, d, nkv, n_all, base="Vcur"), _gname("Vcur", il))
+            q = self.norm(q, self.w(f"{blk}.attn_q_norm.weight", d), "Qcur_normed", il)
+            k = self.norm(k, self.w(f"{blk}.attn_k_norm.weight", d), "Kcur_normed", il)
+        else:
+            nb = (f32 * 2 * d, f32 * 2 * d * nh)
+            q = ctx.view(q_full, (d, nh, n_all), nb, 0, base="Qcur_heads")
+            ctx.name(q, _gname("Qcur_reshaped", il))
+            q = self.norm(q, self.w(f"{blk}.attn_q_norm.weight", d), "Qcur_normed", il)
+            k = ctx.reshape(k, d, nkv, n_all, base="Kcur_heads")
+            k = self.norm(k, self.w(f"{blk}.attn_k_norm.weight", d), "Kcur_normed", il)
+            gate = ctx.view(q_full, (d, nh, n_all), nb, f32 * d, base="gate_view")
+            v = ctx.name(ctx.reshape(v, d, nkv, n_all, base="Vcur"), _gname("Vcur", il))
         gate = ctx.name(
             ctx.cont(gate, (d * nh, n_all), base="gate_reshaped"), _gname("gate_reshaped", il)
         )
-        v = ctx.name(ctx.reshape(v, d, nkv, n_all, base="Vcur"), _gname("Vcur", il))
-        pos = self.inp("inp_pos", "i32", n_all * 4)
+        # M-RoPE (Qwen3.5) takes four positions per token, plain RoPE (Qwen3-Next) one
+        pos = self.inp("inp_pos", "i32", n_all * (1 if c.arch == "qwen3next" else 4))
         q = ctx.name(ctx.rope(q, pos, c.n_rot, base="Qcur"), _gname("Qcur", il))
         k = ctx.name(ctx.rope(k, pos, c.n_rot, base="Kcur"), _gname("Kcur", il))
 
