@@ -190,6 +190,7 @@ def _schedule_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-de
 
 
 def _flow(args: argparse.Namespace) -> str:
+    """--flow, or its default: the engine's flow for whole-model graphs (as compare_policies)."""
     if args.flow is not None:
         return str(args.flow)
     return "engine" if args.layer == "stack" else "graph"

@@ -52,7 +52,7 @@ def compare_policies(
     policies: Sequence[str],
     alignment: int = DEFAULT_ALIGNMENT,
     *,
-    flow: str = "graph",
+    flow: str | None = None,
     max_streams: int = 8,
 ) -> list[PolicyResult]:
     """Plan with each policy, check every plan for hazards against the schedule, and put each
@@ -60,9 +60,13 @@ def compare_policies(
 
     flow: "graph" plans this graph itself; "engine" plans it as llama.cpp would place it
     (reserve the worst-case graphs, then replay their offsets: `concurrency.engine_flow`).
+    Default: "engine" for whole-model graphs (layer "stack"), which llama.cpp really runs;
+    "graph" for single layers.
     """
     from concurrency.engine_flow import FLOWS, engine_flow_plan
 
+    if flow is None:
+        flow = "engine" if graph.meta.layer == "stack" else "graph"
     if flow not in FLOWS:
         from concurrency.errors import UnknownNameError
 

@@ -147,12 +147,14 @@ sweep.pivot(index="batch", columns="policy", values="arena_bytes")
 
 # %% [markdown]
 # ## A whole model
-# Over a 64-layer stack the pinned memory of `no_alloc_free` accumulates region after region
-# (inside LACE's general regions it pins the state gathers too), while `alloc_dep` and
-# `happens_before` free each region's memory after its join.
+# Planned on its own (`flow="graph"`), a 64-layer decode stack shows how the pinned memory of
+# `no_alloc_free` accumulates region after region (inside LACE's general regions it pins the
+# state gathers too), while `alloc_dep` and `happens_before` free each region's memory after
+# its join. (In the running engine a decode step replays the 512-token reserve plan instead:
+# notebook 03 and `lace plan --flow engine`.)
 
 # %%
 stack = build_graph(MODEL, "stack", "decode", BATCH)
 stack_report = detect_branches(stack)
 stack_schedule = stream_schedule(stack, stack_report)
-policy_frame(compare_policies(stack, stack_schedule, stack_report, list(POLICIES)))
+policy_frame(compare_policies(stack, stack_schedule, stack_report, list(POLICIES), flow="graph"))
