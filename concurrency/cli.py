@@ -445,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="regions for interleave and alloc_dep (default: ggml-cuda's own)",
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--engine",
+        action="store_true",
+        help="compare with the running llama.cpp instead: graphs, offsets, races",
+    )
+    p.add_argument(
+        "--tokens", type=_positive_int, default=8, help="prompt tokens per sequence (--engine)"
+    )
     p.set_defaults(func=cmd_fidelity)
 
     try:
