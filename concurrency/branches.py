@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from concurrency.deps import node_dependencies
 from concurrency.errors import UnknownNameError
 from concurrency.ir import VIEW_OPS, Graph
 
@@ -109,7 +108,7 @@ def is_noop(graph: Graph, name: str) -> bool:
 
 # ---------------------------------------------------------------------------- general
 def _detect_general(graph: Graph) -> BranchReport:
-    deps = node_dependencies(graph)
+    deps = graph.dependencies
     regions: list[ForkRegion] = []
     rejections: list[Rejection] = []
     region_end = -1

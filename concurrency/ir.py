@@ -210,6 +210,13 @@ class Graph:
         return t.view_src if t.view_src is not None else name
 
     @cached_property
+    def dependencies(self) -> tuple[tuple[int, ...], ...]:
+        """`concurrency.deps.node_dependencies`, computed once per graph."""
+        from concurrency.deps import node_dependencies
+
+        return node_dependencies(self)
+
+    @cached_property
     def memory_touches(self) -> tuple[tuple[int, str, str, int, int, bool], ...]:
         """Every byte range a node touches, plan-independently: (node index, tensor, base
         tensor, offset in the base, bytes, is_write). A compute node writes its own tensor

@@ -16,7 +16,6 @@ from functools import cached_property
 from types import MappingProxyType
 
 from concurrency.branches import BranchReport
-from concurrency.deps import node_dependencies
 from concurrency.errors import ConfigError
 from concurrency.ir import Graph
 
@@ -108,7 +107,7 @@ def schedule_from_streams(graph: Graph, stream: list[int] | tuple[int, ...]) -> 
 def _finish(
     graph: Graph, stream: list[int], n_streams: int, joins: dict[int, set[int]] | None = None
 ) -> Schedule:
-    deps = node_dependencies(graph)
+    deps = graph.dependencies
     extra = joins or {}
     waits = tuple(
         tuple(sorted(j for j in set(d) | extra.get(i, set()) if stream[j] != stream[i]))

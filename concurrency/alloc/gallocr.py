@@ -203,7 +203,9 @@ class _Planner:
                     for s in t.srcs:
                         self.touch(s, self.current)
             for s in t.srcs:
-                allocate(s)
+                ts = tensors[s]  # only leafs can still be unplaced here
+                if ts.view_src is None and not ts.external and not hashes[s].allocated:
+                    allocate(s)
             allocate(name)
             if respect is not None and t.op not in VIEW_OPS:
                 self.touch(name, self.current)

@@ -95,6 +95,8 @@ class DynAllocator:
     def alloc(self, size: int, ready: Callable[[int], bool] = _always) -> int:
         """Offset for `size` bytes (rounded up to the alignment)."""
         size = align_up(size, self.alignment)
+        if ready is _always and not self.coalesce:
+            return self._alloc_plain(size)
         runs = self._runs(ready)
         best, best_size = -1, UNBOUNDED + 1
         for offset, run_size, in_last in runs:
@@ -105,6 +107,25 @@ class DynAllocator:
         self._take(best, size)
         self.max_size = max(self.max_size, best + size)
         return best
+
+    def _alloc_plain(self, size: int) -> int:
+        """ggml's own loop, for the common case where every piece is usable (one piece per
+        block): best fit over all but the last, else the last; carve from the start."""
+        pieces = self.pieces
+        best, best_size = -1, UNBOUNDED + 1
+        for i in range(len(pieces) - 1):
+            if size <= pieces[i].size <= best_size:
+                best, best_size = i, pieces[i].size
+        if best == -1:
+            best = len(pieces) - 1
+        piece = pieces[best]
+        offset = piece.offset
+        piece.offset += size
+        piece.size -= size
+        if piece.size == 0:
+            del pieces[best]
+        self.max_size = max(self.max_size, offset + size)
+        return offset
 
     def _take(self, offset: int, size: int) -> None:
         """Remove [offset, offset + size) from the free pieces (it lies inside ready ones)."""

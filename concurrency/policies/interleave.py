@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from concurrency.alloc.gallocr import Rules, plan_graph
 from concurrency.branches import BranchReport, is_noop
-from concurrency.deps import node_dependencies
 from concurrency.ir import Graph
 from concurrency.plan import MemoryPlan
 from concurrency.policies.regions import interior
@@ -24,7 +23,7 @@ def interleaved_nodes(graph: Graph, report: BranchReport) -> tuple[str, ...]:
     ggml-cuda's own regions this is exactly its interleave (branches are independent).
     """
     order = list(graph.nodes)
-    deps = node_dependencies(graph)
+    deps = graph.dependencies
     for region in report.regions:
         inside = interior(graph, region)
         body, end = inside[:-1], inside[-1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import graphviz
 
 from concurrency.branches import BranchReport, detect_branches, is_noop
-from concurrency.deps import node_dependencies
 from concurrency.errors import LaceError, MissingToolError
 from concurrency.format import format_bytes, format_shape
 from concurrency.ir import Graph
@@ -110,7 +109,7 @@ def graph_dot(
             **attrs,
         )
 
-    deps = node_dependencies(graph)
+    deps = graph.dependencies
     for n in shown:
         i = graph.index[n]
         data = {graph.index[s] for s in graph[n].srcs if s in graph.index}
