@@ -109,11 +109,16 @@ def is_noop(graph: Graph, name: str) -> bool:
 # ---------------------------------------------------------------------------- general
 def _detect_general(graph: Graph) -> BranchReport:
     deps = graph.dependencies
+    last_user = [-1] * len(graph.nodes)  # the last node that depends on each node
+    for i, d in enumerate(deps):
+        for j in d:
+            last_user[j] = i
+    noop = [is_noop(graph, n) for n in graph.nodes]
     regions: list[ForkRegion] = []
     rejections: list[Rejection] = []
     region_end = -1
     for f, fork in enumerate(graph.nodes):
-        if is_noop(graph, fork):
+        if noop[f]:
             continue
         seeds = _real_consumers(graph, fork)
         if len(seeds) < 2:
@@ -127,7 +132,7 @@ def _detect_general(graph: Graph) -> BranchReport:
                 )
             )
             continue
-        region = _grow_region(graph, f, seeds, deps)
+        region = _grow_region(graph, f, seeds, deps, last_user, noop)
         if region is None:
             continue  # every consumer chain depends on the first: one branch, no fork
         regions.append(region)
@@ -149,7 +154,12 @@ def _real_consumers(graph: Graph, fork: str) -> list[int]:
 
 
 def _grow_region(
-    graph: Graph, f: int, seeds: list[int], deps: tuple[tuple[int, ...], ...]
+    graph: Graph,
+    f: int,
+    seeds: list[int],
+    deps: tuple[tuple[int, ...], ...],
+    last_user: list[int],
+    noop: list[bool],
 ) -> ForkRegion | None:
     """Label nodes after the fork with the branch they belong to, until every branch is
     joined. A node's label set is the union over its dependencies; a seed that depends on no
@@ -163,22 +173,25 @@ def _grow_region(
     main: list[int] = []
     pending = set(seeds)
     last = max(seeds)
+    reach: list[int] = []  # per branch: the last node that depends on one of its nodes
     i = f
     while i + 1 < len(graph.nodes):
         i += 1
-        name = graph.nodes[i]
-        if i > last and all(b in joins for b in range(1, len(branches) + 1)):
-            break
+        if i > last and len(branches) < 2:
+            return None  # every consumer chain depends on the first: one branch, no fork
+        if i > last and all(b in joins or reach[b - 1] < i for b in range(1, len(branches) + 1)):
+            break  # every branch joined, or no later node can still join it
         src_labels = {label.get(j, OPEN_NONE) for j in deps[i]}
         open_branches = {b for b in src_labels if b > 0 and b not in joins}
         after_join = JOINED in src_labels or any(b in joins for b in src_labels if b > 0)
         if i in pending and not open_branches:
             branches.append([i])
+            reach.append(last_user[i])
             label[i] = len(branches)
             pending.discard(i)
             continue
         pending.discard(i)
-        if is_noop(graph, name) and any(j in aliases for j in deps[i]) and not open_branches:
+        if noop[i] and any(j in aliases for j in deps[i]) and not open_branches:
             aliases.add(i)
             label[i] = OPEN_NONE
             main.append(i)
@@ -191,6 +204,7 @@ def _grow_region(
         elif len(open_branches) == 1:
             (b,) = open_branches
             branches[b - 1].append(i)
+            reach[b - 1] = max(reach[b - 1], last_user[i])
             label[i] = b
         else:
             label[i] = JOINED if after_join else OPEN_NONE
