@@ -337,19 +337,3 @@ def _detect_ggml(graph: Graph) -> BranchReport:
             )
         )
     return BranchReport("ggml", tuple(regions), tuple(rejections))
-
-
-def interleaved_order(graph: Graph, region: ForkRegion) -> tuple[str, ...]:
-    """ggml-cuda's round-robin interleave of a region (what the allocator then plans on):
-    one non-no-op node per branch per turn, each followed by the no-ops queued behind it."""
-    queues = [list(b.nodes) for b in region.branches]
-    out: list[str] = []
-    k = 0
-    while any(queues):
-        q = queues[k]
-        if q:
-            out.append(q.pop(0))
-            while q and is_noop(graph, q[0]):
-                out.append(q.pop(0))
-        k = (k + 1) % len(queues)
-    return tuple(out)

@@ -15,6 +15,7 @@ from concurrency.builders import build_graph
 from concurrency.engine_flow import engine_flow_plan
 from concurrency.hazards import Hazard, check_hazards
 from concurrency.ir import Graph
+from concurrency.plan import MemoryPlan
 from concurrency.policies import plan_memory
 from concurrency.schedule import stream_schedule
 
@@ -30,6 +31,7 @@ class EngineHazards:
     engine: tuple[Hazard, ...]
     graph_only: tuple[Hazard, ...]
     graph: Graph
+    engine_plan: MemoryPlan
 
     def pairs(self, which: str = "engine", layer: int | None = None) -> set[tuple[str, str]]:
         """(first node, second node) of each hazard, optionally of one layer's nodes only."""
@@ -59,8 +61,7 @@ class EngineHazards:
 
     def shared_block(self, a: str, b: str) -> bool:
         """Whether the engine's plan puts tensors `a` and `b` at the same offset."""
-        plan = engine_flow_plan(*_setup(self.graph), "sequential", CPU_ALIGNMENT).plan
-        return plan.address(self.graph, a) == plan.address(self.graph, b)
+        return self.engine_plan.address(self.graph, a) == self.engine_plan.address(self.graph, b)
 
     def row(self) -> dict[str, object]:
         return {
@@ -95,6 +96,7 @@ def engine_hazards(
         tuple(check_hazards(graph, schedule, engine)),
         tuple(check_hazards(graph, schedule, alone)),
         graph,
+        engine,
     )
 
 

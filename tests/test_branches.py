@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from concurrency.branches import detect_branches, interleaved_order, is_noop
+from concurrency.branches import detect_branches, is_noop
 from concurrency.builders import build_graph
 from concurrency.errors import UnknownNameError
+from concurrency.policies.interleave import interleaved_nodes
 
 
 @pytest.mark.parametrize("batch", [1, 4, 32])
@@ -69,8 +70,10 @@ def test_ggml_rejects_stray_nodes_between_fork_and_join() -> None:
 
 def test_interleave_is_round_robin() -> None:
     g = build_graph("qwen3.5-27b", "attn", "decode", 1)
-    (region,) = detect_branches(g, "ggml").regions
-    order = interleaved_order(g, region)
+    report = detect_branches(g, "ggml")
+    (region,) = report.regions
+    lo, hi = g.index[region.fork] + 1, g.index[region.end]
+    order = interleaved_nodes(g, report)[lo:hi]
     work = [n for n in order if not is_noop(g, n)]
     assert work[:6] == [
         "Qcur_full-0",
