@@ -21,7 +21,8 @@ from concurrency.config import PRESETS, ModelConfig, scaled_down
 from concurrency.errors import LaceError
 from concurrency.ir import TensorKind
 from concurrency.oracle import engine
-from concurrency.oracle.engine import EngineRun, cache_path, gguf_tensor_shapes, probe
+from concurrency.oracle.engine import EngineRun, cache_path, probe
+from concurrency.oracle.gguf_model import gguf_tensor_shapes
 
 pytestmark = pytest.mark.oracle
 
