@@ -375,6 +375,73 @@ def _engine_fidelity(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Simulate the graph on a GPU spec with the given streams and with one; print both."""
+    from concurrency.gpus import GpuSpec, get_gpu
+    from concurrency.stream_study import compare_streams
+
+    if args.gpu.lower().endswith(".json"):
+        gpu = GpuSpec.from_dict(_read_json(args.gpu, "GPU spec"))
+    else:
+        gpu = get_gpu(args.gpu)
+    graph = graph_from_args(args)
+    cmp = compare_streams(
+        graph,
+        gpu,
+        max_streams=args.max_streams,
+        launch=args.launch,
+        weight_bytes_per_param=args.weight_bytes,
+        detector=args.detector,
+    )
+    rows = cmp.rows()
+    if args.trace is not None:
+        from concurrency.trace import save_trace
+
+        report = detect_branches(graph, args.detector)
+        plan = plan_memory(graph, cmp.schedule, report, args.policy)
+        save_trace(args.trace, cmp.parallel, schedule=cmp.schedule, plan=plan, graph=graph)
+    if args.format == "json":
+        doc = {
+            "graph": _graph_id(graph),
+            "gpu": gpu.name,
+            "launch": args.launch,
+            "weight_bytes_per_param": args.weight_bytes,
+            "rows": rows,
+        }
+        print(json.dumps(doc, indent=1))
+        return 0
+    print(
+        f"{_graph_id(graph)} on {gpu.name}, {args.launch} launches, "
+        f"weights at {args.weight_bytes:g} bytes/param (simulated)"
+    )
+    print(
+        f"{'streams':>7} {'makespan µs':>12} {'bound µs':>9} {'concurrent µs':>13} "
+        f"{'overlap':>7} {'speedup':>7} {'bound/makespan':>14}"
+    )
+    for r in rows:
+        print(
+            f"{r['streams']:>7} {r['makespan_us']:>12.1f} {r['critical_path_us']:>9.1f} "
+            f"{r['concurrency_us']:>13.1f} {r['overlap_ratio']:>7.2f} {r['speedup']:>7.3f} "
+            f"{r['closeness']:>14.2f}"
+        )
+    if args.trace is not None:
+        print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev)")
+    return 0
+
+
+def _read_json(path: str, what: str) -> dict[str, object]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise LaceError(f"{what} file {path} not found; check the path") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LaceError(f"{what} file {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise LaceError(f"{what} file {path} must hold a JSON object")
+    return data
+
+
 def _graph_id(graph: Graph) -> str:
     m = graph.meta
     extra = f" T={m.tokens}" if m.mode == "prefill" else ""
@@ -454,6 +521,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokens", type=_positive_int, default=8, help="prompt tokens per sequence (--engine)"
     )
     p.set_defaults(func=cmd_fidelity)
+
+    p = sub.add_parser("simulate", help="predict a timeline on a GPU spec: streams vs one")
+    add_graph_args(p)
+    p.add_argument(
+        "--gpu",
+        default="h100",
+        help="GPU table name (h100, h200, rtx5090, rtx4090, a100, l40s) or a JSON spec file",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=_positive_int,
+        default=DEFAULT_MAX_STREAMS,
+        help="streams including the main one (default 8 as ggml)",
+    )
+    p.add_argument("--launch", choices=("graph", "eager"), default="graph")
+    p.add_argument(
+        "--policy",
+        choices=list(POLICIES),
+        default="happens_before",
+        help="memory plan behind the trace's live-bytes counter",
+    )
+    p.add_argument(
+        "--weight-bytes",
+        type=float,
+        default=2.0,
+        help="bytes per weight parameter (2 = bf16, ~0.6 = Q4_K_M)",
+    )
+    p.add_argument("--trace", default=None, help="write a Chrome trace (JSON) of the streams")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_simulate)
 
     try:
         from concurrency.report import add_report_parser

@@ -44,3 +44,22 @@ def test_bench_six_policies_and_hazards_27b_stack(benchmark) -> None:  # type: i
     counts = benchmark(_plan_and_check_all, g, sched, rep)
     assert counts["happens_before"] == counts["alloc_dep"] == 0
     assert counts["sequential"] > 0
+
+
+@pytest.mark.benchmark(group="simulate")
+def test_bench_simulate_27b_stack(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """Issue 5's budget: simulating the 64-layer Qwen3.5-27B decode stack on the
+    multi-stream schedule takes well under a second."""
+    import time
+
+    from concurrency.metrics import makespan_us
+    from concurrency.schedule import stream_schedule
+    from concurrency.simulate import simulate
+
+    g = build_graph("qwen3.5-27b", "stack", "decode", 1)
+    sched = stream_schedule(g, detect_branches(g))
+    timeline = benchmark(simulate, g, sched, "h100")
+    assert len(timeline) > 2000 and makespan_us(timeline) > 0
+    began = time.perf_counter()
+    simulate(g, sched, "h100")
+    assert time.perf_counter() - began < 1.0
