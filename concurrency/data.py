@@ -50,7 +50,7 @@ class DataEntry:
 def load_manifest(folder: Path) -> tuple[DataEntry, ...]:
     """The entries of `folder/manifest.json`, each checked: known schema, every field present,
     and the listed file exists and loads as a timeline."""
-    from concurrency.timeline import load
+    from concurrency.timeline import Timeline
 
     path = Path(folder) / "manifest.json"
     try:
@@ -70,6 +70,6 @@ def load_manifest(folder: Path) -> tuple[DataEntry, ...]:
         target = Path(folder) / entry.file
         if not target.exists():
             raise LaceError(f"{path}: entry {i} lists {entry.file}, which does not exist")
-        load(target)
+        Timeline.load(target)
         entries.append(entry)
     return tuple(entries)
