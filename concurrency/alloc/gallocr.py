@@ -102,7 +102,9 @@ class _Planner:
                 if self.try_inplace(name, parent):
                     return
         size = t.nbytes
-        hn.offset = self.alloc.alloc(size, self.ready)
+        hn.offset = (
+            self.alloc.alloc(size, self.ready) if self.rules.respect else self.alloc.alloc(size)
+        )
         hn.block = name
         self.offsets[name] = hn.offset
         self.sizes[name] = align_up(size, self.alignment)
