@@ -1,0 +1,185 @@
+"""The dashboard: memory reuse beside kernel overlap, redrawn as the user toggles policy,
+batch size, streams, model and GPU.
+
+`linked_chart` puts the memory map (offset × plan position) above the simulated timeline
+(time × stream); clicking a kernel highlights it and the tensor it writes in the memory map
+(an Altair point selection on the node name, so it also works in static HTML reports).
+`Dashboard` wires ipywidgets to `concurrency.explorer.explore`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import altair as alt
+import ipywidgets as widgets
+import pandas as pd
+
+from concurrency.config import PRESETS
+from concurrency.explorer import Choice, ExplorerView, explore
+from concurrency.format import format_bytes
+from concurrency.gpus import GPUS, get_gpu
+from concurrency.policies import POLICIES
+from concurrency.render.memory_map import HAZARD_RED, memory_map_frame, stream_scale
+from concurrency.render.timeline_chart import timeline_frame
+
+BATCHES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def linked_chart(view: ExplorerView, *, width: int = 720) -> alt.VConcatChart:
+    """Memory map over the timeline, linked by node name."""
+    mem = memory_map_frame(view.graph, view.schedule, view.plan, view.hazards)
+    mem["node"] = mem["tensor"]
+    tl = timeline_frame(view.timeline)
+    lanes = sorted(set(tl["lane"]), key=lambda lane: int(lane.split()[1]))
+    pick = alt.selection_point(fields=["node"], empty=True)
+    m = view.metrics()
+    c = view.choice
+    mem_title = (
+        f"memory: {c.policy}, {format_bytes(view.plan.arena_bytes)} "
+        f"(bound {format_bytes(view.lower_bound_bytes)}), {len(view.hazards)} hazard(s)"
+    )
+    memory = (
+        alt.Chart(mem, title=mem_title)
+        .mark_rect()
+        .encode(
+            x=alt.X("x0:Q", title="node position (plan order)"),
+            x2="x1:Q",
+            y=alt.Y("y0:Q", title="arena offset (bytes)"),
+            y2="y1:Q",
+            color=alt.Color(
+                "stream:N",
+                scale=stream_scale(list(mem["stream"]) + lanes),
+                legend=alt.Legend(title="stream"),
+            ),
+            stroke=alt.condition("datum.in_hazard", alt.value(HAZARD_RED), alt.value("white")),
+            strokeWidth=alt.condition("datum.in_hazard", alt.value(2), alt.value(0.5)),
+            opacity=alt.condition(pick, alt.value(0.85), alt.value(0.15)),
+            tooltip=["tensor", "op", "shape", "size", "stream"],
+        )
+        .add_params(pick)
+        .properties(width=width, height=260)
+    )
+    time_title = (
+        f"time on {view.timeline.meta.device}: {m['makespan_us']:.1f} µs on "
+        f"{view.schedule.n_streams} stream(s), {m.get('speedup', 1):.2f}× one stream"
+    )
+    timeline = (
+        alt.Chart(tl, title=time_title)
+        .mark_bar()
+        .encode(
+            x=alt.X("start_us:Q", title="time (µs)"),
+            x2="end_us:Q",
+            y=alt.Y("lane:N", sort=lanes, title=None),
+            color=alt.Color("lane:N", scale=stream_scale(list(mem["stream"]) + lanes), legend=None),
+            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.2)),
+            tooltip=["node", "kernel", "lane", alt.Tooltip("duration_us:Q", format=".2f")],
+        )
+        .add_params(pick)
+        .properties(width=width, height=28 * max(1, len(lanes)))
+    )
+    with warnings.catch_warnings():
+        # both views use the one node selection on purpose: Altair's note that it merged
+        # "identical" parameters is exactly the linking we want
+        warnings.filterwarnings("ignore", message="Automatically deduplicated selection")
+        return alt.vconcat(memory, timeline)
+
+
+def metrics_frame(view: ExplorerView) -> pd.DataFrame:
+    keys = [
+        "policy",
+        "arena_bytes",
+        "lower_bound_bytes",
+        "hazards",
+        "streams",
+        "makespan_us",
+        "concurrency_us",
+        "overlap_ratio",
+        "speedup",
+    ]
+    row = view.metrics()
+    return pd.DataFrame([{k: row.get(k) for k in keys}])
+
+
+class Dashboard:
+    """The widgets, the current view, and the outputs they redraw in place."""
+
+    def __init__(self, choice: Choice | None = None) -> None:
+        self.choice = choice or Choice()
+        c = self.choice
+        self.model = widgets.Dropdown(options=sorted(PRESETS), value=c.model, description="model")
+        self.layer = widgets.ToggleButtons(
+            options=["gdn", "attn"], value=c.layer, description="layer"
+        )
+        self.batch = widgets.SelectionSlider(
+            options=BATCHES, value=c.batch, description="batch", continuous_update=False
+        )
+        self.policy = widgets.Dropdown(options=list(POLICIES), value=c.policy, description="policy")
+        self.streams = widgets.IntSlider(
+            value=c.max_streams, min=1, max=8, description="streams", continuous_update=False
+        )
+        self.gpu = widgets.Dropdown(
+            options=sorted(GPUS), value=get_gpu(c.gpu).name, description="GPU"
+        )
+        self.chart_out = widgets.Output()
+        self.table_out = widgets.Output()
+        self.status = widgets.HTML()
+        self.view = explore(self.choice)
+        for w in self.controls:
+            w.observe(self._changed, names="value")
+
+    @property
+    def controls(self) -> list[widgets.ValueWidget]:
+        return [self.model, self.layer, self.batch, self.policy, self.streams, self.gpu]
+
+    def _changed(self, _change: object = None) -> None:
+        self.update(
+            replace(
+                self.choice,
+                model=self.model.value,
+                layer=self.layer.value,
+                batch=self.batch.value,
+                policy=self.policy.value,
+                max_streams=self.streams.value,
+                gpu=self.gpu.value,
+            )
+        )
+
+    def update(self, choice: Choice) -> None:
+        """Recompute the view for `choice` and redraw the outputs."""
+        self.choice = choice
+        self.view = explore(choice)
+        self.status.value = (
+            f"<b>{choice.model}</b> {choice.layer} B={choice.batch}: "
+            f"{len(self.view.hazards)} hazard(s) under {choice.policy}"
+        )
+        self.render()
+
+    def render(self) -> None:
+        from IPython.display import display
+
+        with self.chart_out:
+            self.chart_out.clear_output(wait=True)
+            display(linked_chart(self.view))
+        with self.table_out:
+            self.table_out.clear_output(wait=True)
+            display(metrics_frame(self.view))
+
+    def widget(self) -> widgets.VBox:
+        """The whole dashboard, drawn once; later changes redraw only the outputs."""
+        self.render()
+        return widgets.VBox(
+            [
+                widgets.HBox([self.model, self.layer, self.gpu]),
+                widgets.HBox([self.batch, self.streams, self.policy]),
+                self.status,
+                self.table_out,
+                self.chart_out,
+            ]
+        )
+
+
+def dashboard(**choice: object) -> widgets.VBox:
+    """Build the dashboard for a starting choice (keyword arguments of `Choice`)."""
+    return Dashboard(Choice(**choice)).widget()  # type: ignore[arg-type]
