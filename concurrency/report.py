@@ -183,9 +183,20 @@ def _require_notebooks(notebooks_dir: Path) -> list[Path]:
     return notebooks
 
 
+#: Run first in every report notebook (and removed from the page): Altair charts are drawn as
+#: static SVG in the kernel (vl-convert), so a report renders offline and years later with no CDN
+#: and no JavaScript. Static pages cannot run widgets or selections anyway; JupyterLab, which
+#: does not get this cell, keeps the charts interactive.
+OFFLINE_CHARTS = "import altair as alt\nalt.renderers.enable('svg')"
+
+
 def _report_one(path: Path, out_dir: Path, timeout_s: int) -> Path:
-    """Execute one notebook; write its executed `.ipynb` and `.html` into `out_dir`."""
-    nb = execute_notebook(path, timeout_s)
+    """Execute one notebook (charts embedded for offline viewing); write its executed
+    `.ipynb` and `.html` into `out_dir`."""
+    nb = read_notebook(path)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(OFFLINE_CHARTS))
+    run_notebook(nb, path, timeout_s)
+    nb.cells.pop(0)
     nbformat.write(nb, out_dir / f"{path.stem}.ipynb")
     return export_html(nb, out_dir / f"{path.stem}.html")
 

@@ -147,3 +147,20 @@ def test_report_subcommand_defaults_and_one_line_error(
     err = capsys.readouterr().err
     assert err.startswith("lace: error: notebooks folder")
     assert err.count("\n") == 1 and "--notebooks" in err
+
+
+def test_report_charts_render_offline(tmp_path: Path) -> None:
+    """Report pages carry charts as SVG drawn in the kernel: no CDN, no JavaScript needed."""
+    from concurrency.report import build_report
+
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    (nb_dir / "01_chart.py").write_text(
+        "# %%\nimport altair as alt\nimport pandas as pd\n\n"
+        "# %%\nframe = pd.DataFrame({'x': [1, 2], 'y': [3, 4]})\n\n"
+        "# %%\nalt.Chart(frame).mark_bar().encode(x='x', y='y')\n"
+    )
+    (page,) = build_report(nb_dir, tmp_path / "out", timeout_s=120)
+    html = page.read_text()
+    assert "<svg" in html or "data:image/svg+xml" in html
+    assert "cdn.jsdelivr" not in html
