@@ -32,7 +32,8 @@ def test_widgets_redraw_the_view() -> None:
 
 def test_linked_chart_shares_one_selection() -> None:
     spec = linked_chart(explore(Choice(model="tiny"))).to_dict()
-    memory, timeline = spec["vconcat"]
+    memory_layers, timeline = spec["vconcat"]
+    memory = memory_layers["layer"][0]
     assert memory["mark"]["type"] == "rect" and timeline["mark"]["type"] == "bar"
     (param,) = spec["params"]
     assert param["select"]["fields"] == ["node"]

@@ -21,63 +21,40 @@ from concurrency.explorer import Choice, ExplorerView, explore
 from concurrency.format import format_bytes
 from concurrency.gpus import GPUS, get_gpu
 from concurrency.policies import POLICIES
-from concurrency.render.memory_map import HAZARD_RED, memory_map_frame, stream_scale
-from concurrency.render.timeline_chart import timeline_frame
+from concurrency.render.memory_map import memory_map_chart
+from concurrency.render.timeline_chart import timeline_chart
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def linked_chart(view: ExplorerView, *, width: int = 720) -> alt.VConcatChart:
     """Memory map over the timeline, linked by node name."""
-    mem = memory_map_frame(view.graph, view.schedule, view.plan, view.hazards)
-    mem["node"] = mem["tensor"]
-    tl = timeline_frame(view.timeline)
-    lanes = sorted(set(tl["lane"]), key=lambda lane: int(lane.split()[1]))
     pick = alt.selection_point(fields=["node"], empty=True)
     m = view.metrics()
     c = view.choice
-    mem_title = (
-        f"memory: {c.policy}, {format_bytes(view.plan.arena_bytes)} "
-        f"(bound {format_bytes(view.lower_bound_bytes)}), {len(view.hazards)} hazard(s)"
+    lanes = [f"stream {k}" for k in range(view.schedule.n_streams)]
+    memory = memory_map_chart(
+        view.graph,
+        view.schedule,
+        view.plan,
+        view.hazards,
+        width=width,
+        height=260,
+        title=(
+            f"memory: {c.policy}, {format_bytes(view.plan.arena_bytes)} "
+            f"(bound {format_bytes(view.lower_bound_bytes)}), {len(view.hazards)} hazard(s)"
+        ),
+        highlight=pick,
+        extra_lanes=lanes,
     )
-    memory = (
-        alt.Chart(mem, title=mem_title)
-        .mark_rect()
-        .encode(
-            x=alt.X("x0:Q", title="node position (plan order)"),
-            x2="x1:Q",
-            y=alt.Y("y0:Q", title="arena offset (bytes)"),
-            y2="y1:Q",
-            color=alt.Color(
-                "stream:N",
-                scale=stream_scale(list(mem["stream"]) + lanes),
-                legend=alt.Legend(title="stream"),
-            ),
-            stroke=alt.condition("datum.in_hazard", alt.value(HAZARD_RED), alt.value("white")),
-            strokeWidth=alt.condition("datum.in_hazard", alt.value(2), alt.value(0.5)),
-            opacity=alt.condition(pick, alt.value(0.85), alt.value(0.15)),
-            tooltip=["tensor", "op", "shape", "size", "stream"],
-        )
-        .add_params(pick)
-        .properties(width=width, height=260)
-    )
-    time_title = (
-        f"time on {view.timeline.meta.device}: {m['makespan_us']:.1f} µs on "
-        f"{view.schedule.n_streams} stream(s), {m.get('speedup', 1):.2f}× one stream"
-    )
-    timeline = (
-        alt.Chart(tl, title=time_title)
-        .mark_bar()
-        .encode(
-            x=alt.X("start_us:Q", title="time (µs)"),
-            x2="end_us:Q",
-            y=alt.Y("lane:N", sort=lanes, title=None),
-            color=alt.Color("lane:N", scale=stream_scale(list(mem["stream"]) + lanes), legend=None),
-            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.2)),
-            tooltip=["node", "kernel", "lane", alt.Tooltip("duration_us:Q", format=".2f")],
-        )
-        .add_params(pick)
-        .properties(width=width, height=28 * max(1, len(lanes)))
+    timeline = timeline_chart(
+        view.timeline,
+        width=width,
+        select=pick,
+        title=(
+            f"time on {view.timeline.meta.device}: {m['makespan_us']:.1f} µs on "
+            f"{view.schedule.n_streams} stream(s), {m.get('speedup', 1):.2f}× one stream"
+        ),
     )
     with warnings.catch_warnings():
         # both views use the one node selection on purpose: Altair's note that it merged

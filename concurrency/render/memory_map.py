@@ -98,10 +98,19 @@ def memory_map_chart(
     *,
     width: int = 640,
     height: int = 320,
+    title: str | None = None,
+    highlight: alt.Parameter | None = None,
+    extra_lanes: Sequence[str] = (),
 ) -> alt.LayerChart:
-    """The arena over the plan: rectangles per tensor, red outlines for hazards."""
+    """The arena over the plan: rectangles per tensor, red outlines for hazards.
+
+    highlight: a point selection on "node" (e.g. made by the timeline chart): the rectangles
+    of the selected nodes' tensors stay opaque, the others fade.
+    extra_lanes: stream labels to keep in the colour scale (so colours match another chart).
+    """
     frame = memory_map_frame(graph, schedule, plan, hazards)
-    title = (
+    frame["node"] = frame["tensor"]
+    title = title or (
         f"{graph.meta.model} {graph.meta.layer} B={graph.meta.batch} · {plan.policy}: "
         f"{format_bytes(plan.arena_bytes)}, {len(hazards)} hazard(s)"
     )
@@ -115,12 +124,14 @@ def memory_map_chart(
     rects = base.mark_rect(opacity=0.75).encode(
         color=alt.Color(
             "stream:N",
-            scale=stream_scale(list(frame["stream"])),
+            scale=stream_scale([*frame["stream"], *extra_lanes]),
             legend=alt.Legend(title="written on"),
         ),
         stroke=alt.condition("datum.in_hazard", alt.value(HAZARD_RED), alt.value("white")),
         strokeWidth=alt.condition("datum.in_hazard", alt.value(2), alt.value(0.5)),
     )
+    if highlight is not None:
+        rects = rects.encode(opacity=alt.condition(highlight, alt.value(0.85), alt.value(0.15)))
     arena = (
         alt.Chart(pd.DataFrame({"arena": [plan.arena_bytes]}))
         .mark_rule(strokeDash=[4, 3], color="#555")

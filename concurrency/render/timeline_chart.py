@@ -20,15 +20,26 @@ def timeline_frame(timeline: Timeline) -> pd.DataFrame:
     return frame
 
 
-def timeline_chart(timeline: Timeline, *, width: int = 720, height_per_lane: int = 28) -> alt.Chart:
-    """One bar per kernel from start to end, one lane per stream, tooltips with the node."""
+def timeline_chart(
+    timeline: Timeline,
+    *,
+    width: int = 720,
+    height_per_lane: int = 28,
+    title: str | None = None,
+    select: alt.Parameter | None = None,
+) -> alt.Chart:
+    """One bar per kernel from start to end, one lane per stream, tooltips with the node.
+
+    select: a point selection on "node" that clicking a bar sets (other charts can use it to
+    highlight the same node); unselected bars fade.
+    """
     frame = timeline_frame(timeline)
     lanes = sorted(set(frame["lane"]), key=lambda lane: int(lane.split()[1]))
     m = timeline.meta
-    title = (
+    title = title or (
         f"{m.model} {m.layer} {m.mode} B={m.batch} on {m.device}: {m.streams} stream(s), {m.source}"
     )
-    return (
+    chart = (
         alt.Chart(frame, title=title)
         .mark_bar(height=max(4, height_per_lane - 8))
         .encode(
@@ -47,6 +58,11 @@ def timeline_chart(timeline: Timeline, *, width: int = 720, height_per_lane: int
         )
         .properties(width=width, height=height_per_lane * max(1, len(lanes)))
     )
+    if select is not None:
+        chart = chart.encode(
+            opacity=alt.condition(select, alt.value(1.0), alt.value(0.2))
+        ).add_params(select)
+    return chart
 
 
 def speedup_chart(frame: pd.DataFrame, *, width: int = 520, height: int = 280) -> alt.Chart:
