@@ -21,9 +21,9 @@ from typing import Any
 
 import jupytext
 import nbformat
-import zmq
 from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
@@ -77,9 +77,10 @@ def execute_notebook(path: Path, timeout_s: int = DEFAULT_TIMEOUT_S) -> nbformat
 def run_notebook(nb: nbformat.NotebookNode, path: Path, timeout_s: int) -> None:
     """Execute `nb` in place, with `path`'s folder as the working directory."""
     current: dict[str, int] = {"index": -1}
+    km = _interpreter_kernel_manager()
     client = NotebookClient(
         nb,
-        km=_interpreter_kernel_manager(),
+        km=km,
         timeout=timeout_s,
         kernel_name=KERNEL_NAME,
         resources={"metadata": {"path": str(Path(path).resolve().parent)}},
@@ -94,6 +95,15 @@ def run_notebook(nb: nbformat.NotebookNode, path: Path, timeout_s: int) -> None:
     except CellExecutionError as err:
         detail = _one_line(f"{err.ename}: {err.evalue}")
         raise _cell_failure(path, nb, current["index"], detail) from None
+    finally:
+        _shutdown(km)
+
+
+def _shutdown(km: AsyncKernelManager) -> None:
+    """Stop the kernel for good: a kernel left running keeps ports and a process alive for
+    every later notebook of the same test run or report."""
+    if km.has_kernel:
+        run_sync(km.shutdown_kernel)(now=True)
 
 
 def _interpreter_kernel_manager() -> AsyncKernelManager:
@@ -106,19 +116,7 @@ def _interpreter_kernel_manager() -> AsyncKernelManager:
     """
     specs = KernelSpecManager(kernel_dirs=[], ensure_native_kernel=True)
     km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
-    _encrypt_if_possible(km)
     return km
-
-
-def _encrypt_if_possible(km: AsyncKernelManager) -> None:
-    """Ask for CurveZMQ keys where jupyter_client and pyzmq support them.
-
-    ipykernel ≥ 7.4 warns on every start that an unencrypted kernel is "susceptible to
-    eavesdropping"; jupyter_client ≥ 8.10 can provision keys (`transport_encryption`), which
-    both secures the local sockets and keeps that warning out of test and report output.
-    """
-    if km.has_trait("transport_encryption") and zmq.has("curve"):
-        km.transport_encryption = "auto"
 
 
 def _remember_cell(current: dict[str, int]) -> Callable[..., None]:

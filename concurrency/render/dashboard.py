@@ -134,14 +134,15 @@ class Dashboard:
         self.render()
 
     def render(self) -> None:
-        from IPython.display import display
-
-        with self.chart_out:
-            self.chart_out.clear_output(wait=True)
-            display(linked_chart(self.view))
-        with self.table_out:
-            self.table_out.clear_output(wait=True)
-            display(metrics_frame(self.view))
+        """Replace the outputs' content. Setting `outputs` directly (rather than capturing
+        `display` inside `with output:`) keeps the update a plain widget-state change, which
+        headless runs (nbclient, reports) handle without waiting on the frontend."""
+        for out, value in (
+            (self.chart_out, linked_chart(self.view)),
+            (self.table_out, metrics_frame(self.view)),
+        ):
+            out.outputs = ()
+            out.append_display_data(value)
 
     def widget(self) -> widgets.VBox:
         """The whole dashboard, drawn once; later changes redraw only the outputs."""
