@@ -13,15 +13,15 @@ import json
 import sys
 from collections.abc import Sequence
 
-from concurrency.branches import DETECTORS, detect_branches
-from concurrency.builders import LAYER_KINDS, MODES, build_graph
-from concurrency.compare import compare_policies
-from concurrency.config import PRESETS
 from concurrency.errors import LaceError, UnknownNameError
 from concurrency.format import format_bytes
-from concurrency.ir import Graph
-from concurrency.policies import DEFAULT_ALIGNMENT, POLICIES, plan_memory
-from concurrency.schedule import DEFAULT_MAX_STREAMS, stream_schedule
+from concurrency.graph.branches import DETECTORS, detect_branches
+from concurrency.graph.builders import LAYER_KINDS, MODES, build_graph
+from concurrency.graph.config import PRESETS
+from concurrency.graph.ir import Graph
+from concurrency.graph.schedule import DEFAULT_MAX_STREAMS, stream_schedule
+from concurrency.memory.compare import compare_policies
+from concurrency.memory.policies import DEFAULT_ALIGNMENT, POLICIES, plan_memory
 
 
 def _positive_int(text: str) -> int:
@@ -264,14 +264,14 @@ def cmd_hazards(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Execute the graph on the CPU in each policy's arena and compare with float64."""
-    from concurrency.executor_numpy import check_plan
+    from concurrency.execute.numpy_arena import check_plan
 
     graph, report, schedule = _schedule_from_args(args)
     seeds = range(args.seed, args.seed + args.seeds)
     rows = []
     for name in _policies(args.policy):
         if _flow(args) == "engine":
-            from concurrency.engine_flow import engine_flow_plan
+            from concurrency.memory.engine_flow import engine_flow_plan
 
             plan = engine_flow_plan(
                 graph, schedule, report, name, args.alignment, max_streams=args.max_streams
@@ -338,8 +338,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 def _engine_fidelity(args: argparse.Namespace) -> int:
     """Two tables: LACE's graphs and offsets against the engine's, for scaled-down configs;
     the races the engine's own offsets produce under the seed's schedule, per preset."""
-    from concurrency.config import get_config, scaled_down
-    from concurrency.engine_hazards import engine_hazard_table
+    from concurrency.graph.config import get_config, scaled_down
+    from concurrency.memory.engine_hazards import engine_hazard_table
 
     ok = True
     try:
@@ -377,8 +377,8 @@ def _engine_fidelity(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Simulate the graph on a GPU spec with the given streams and with one; print both."""
-    from concurrency.gpus import GpuSpec, get_gpu
-    from concurrency.stream_study import compare_streams
+    from concurrency.timing.gpus import GpuSpec, get_gpu
+    from concurrency.timing.stream_study import compare_streams
 
     if args.gpu.lower().endswith(".json"):
         gpu = GpuSpec.from_dict(_read_json(args.gpu, "GPU spec"))
@@ -395,7 +395,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     rows = cmp.rows()
     if args.trace is not None:
-        from concurrency.trace import save_trace
+        from concurrency.timing.trace import save_trace
 
         report = detect_branches(graph, args.detector)
         plan = plan_memory(graph, cmp.schedule, report, args.policy)

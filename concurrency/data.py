@@ -50,7 +50,7 @@ class DataEntry:
 def load_manifest(folder: Path) -> tuple[DataEntry, ...]:
     """The entries of `folder/manifest.json`, each checked: known schema, every field present,
     and the listed file exists and loads as a timeline."""
-    from concurrency.timeline import Timeline
+    from concurrency.timing.timeline import Timeline
 
     path = Path(folder) / "manifest.json"
     try:

@@ -26,8 +26,8 @@ MODEL = "qwen3.5-27b"
 BATCH = 1
 
 # %%
-from concurrency.branches import detect_branches
-from concurrency.builders import build_graph
+from concurrency.graph.branches import detect_branches
+from concurrency.graph.builders import build_graph
 from concurrency.render.dot import graph_dot
 from concurrency.render.tables import batch_sweep, branch_frame
 

@@ -33,14 +33,14 @@ BATCHES = [1, 2, 4, 8, 16, 32, 64]
 # %%
 import pandas as pd
 
-from concurrency.branches import detect_branches
-from concurrency.builders import build_graph
-from concurrency.compare import compare_policies, policy_runs, policy_sweep
-from concurrency.hazards import is_valid_ggml
-from concurrency.policies import POLICIES
+from concurrency.graph.branches import detect_branches
+from concurrency.graph.builders import build_graph
+from concurrency.graph.schedule import stream_schedule
+from concurrency.memory.check import is_valid_ggml
+from concurrency.memory.compare import compare_policies, policy_runs, policy_sweep
+from concurrency.memory.policies import POLICIES
 from concurrency.render.memory_map import memory_map_chart, policy_frame, policy_sweep_chart
 from concurrency.render.tables import hazard_frame
-from concurrency.schedule import stream_schedule
 
 # %% [markdown]
 # ## One Gated DeltaNet layer under every policy

@@ -59,8 +59,8 @@ f"{int(table['equal'].sum())} of {len(table)} plans identical" if len(table) els
 # head structure kept) running in llama.cpp itself — when the probe can run here.
 
 # %%
-from concurrency.config import get_config, scaled_down
-from concurrency.engine_hazards import engine_hazard_table
+from concurrency.graph.config import get_config, scaled_down
+from concurrency.memory.engine_hazards import engine_hazard_table
 from concurrency.oracle.engine_compare import engine_fidelity
 from concurrency.oracle.fidelity import load_probe
 

@@ -19,7 +19,7 @@
 # LACE's simulator predicts a timeline for a schedule on a GPU spec: each stream issues its
 # kernels in order, a kernel starts a launch gap after its stream and its waits are done, and
 # the kernels running at the same moment share the SMs and the memory bandwidth (roofline per
-# kernel; `concurrency/simulate.py` lists every assumption). This notebook asks how much one
+# kernel; `concurrency/timing/simulate.py` lists every assumption). This notebook asks how much one
 # Gated DeltaNet layer gains from the four-branch fork on several GPUs, how that changes with
 # batch size, where the gain comes from, where it stops, and how the model compares with the
 # speedups PR #21897 measured.
@@ -38,9 +38,9 @@ BATCHES = [1, 2, 4, 8, 16, 32, 64]
 # %%
 import pandas as pd
 
-from concurrency.builders import build_graph
+from concurrency.graph.builders import build_graph
 from concurrency.render.timeline_chart import speedup_chart, timeline_chart
-from concurrency.stream_study import (
+from concurrency.timing.stream_study import (
     compare_streams,
     launch_gap_sweep,
     pr_21897_comparison,

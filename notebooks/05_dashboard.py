@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -25,8 +27,8 @@ MODEL = "qwen3.5-27b"
 BATCH = 1
 
 # %%
-from concurrency.explorer import Choice, explore
 from concurrency.render.dashboard import dashboard, linked_chart, metrics_frame
+from concurrency.render.explorer import Choice, explore
 
 # %% [markdown]
 # The interactive version (in JupyterLab):

@@ -6,7 +6,7 @@ and sources follow the same rules as the real builders. `random_schedules(graph)
 offsets come from a narrow range so that tensors overlap often and hazards are common.
 
 Each STATE leaf is only ever a CPY destination, written once: the schedule's extra ordering
-on shared state (`concurrency.deps`) then adds nothing beyond the data edges, which keeps an
+on shared state (`concurrency.graph.deps`) then adds nothing beyond the data edges, which keeps an
 independent happens-before oracle simple.
 """
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from concurrency.builders.context import GraphContext
-from concurrency.ir import INPLACE_OPS, Graph, GraphMeta, TensorKind
-from concurrency.plan import MemoryPlan
-from concurrency.schedule import Schedule, schedule_from_streams, serial_schedule
+from concurrency.graph.builders.context import GraphContext
+from concurrency.graph.ir import INPLACE_OPS, Graph, GraphMeta, TensorKind
+from concurrency.graph.schedule import Schedule, schedule_from_streams, serial_schedule
+from concurrency.memory.plan import MemoryPlan
 
 ALIGNMENT = 32
 MAX_STREAMS = 4

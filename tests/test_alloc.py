@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from concurrency.alloc.tallocr import DynAllocator
-from concurrency.branches import detect_branches
-from concurrency.builders import build_graph
-from concurrency.builders.context import GraphContext
 from concurrency.errors import UnknownNameError
-from concurrency.ir import INPLACE_OPS, VIEW_OPS, GraphMeta, TensorKind
-from concurrency.lower_bound import lower_bound
-from concurrency.policies import POLICIES, plan_memory
-from concurrency.schedule import serial_schedule, stream_schedule
+from concurrency.graph.branches import detect_branches
+from concurrency.graph.builders import build_graph
+from concurrency.graph.builders.context import GraphContext
+from concurrency.graph.ir import INPLACE_OPS, VIEW_OPS, GraphMeta, TensorKind
+from concurrency.graph.schedule import serial_schedule, stream_schedule
+from concurrency.memory.bound import lower_bound
+from concurrency.memory.ggml.tallocr import DynAllocator
+from concurrency.memory.policies import POLICIES, plan_memory
 
 
 # ------------------------------------------------------------------------- DynAllocator rules
@@ -191,8 +191,8 @@ def test_regression_interleave_keeps_leaf_order_and_dependencies() -> None:
     """Rules that differed: (1) ggml-cuda reorders nodes only, so inputs are still allocated
     in the graph's leaf order; (2) the interleaved order must stay topological, including the
     no-ops a lane carries behind a node."""
-    from concurrency.deps import node_dependencies
-    from concurrency.policies.interleave import interleaved_nodes
+    from concurrency.graph.deps import node_dependencies
+    from concurrency.memory.policies.interleave import interleaved_nodes
 
     g = build_graph("tiny", "stack", "decode", 1)
     rep = detect_branches(g)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from concurrency.branches import detect_branches
-from concurrency.builders import build_graph
+from concurrency.graph.branches import detect_branches
+from concurrency.graph.builders import build_graph
 
 
 @pytest.mark.benchmark(group="build")
@@ -23,8 +23,8 @@ def test_bench_detect_27b_stack(benchmark) -> None:  # type: ignore[no-untyped-d
 
 
 def _plan_and_check_all(graph, schedule, report):  # type: ignore[no-untyped-def]
-    from concurrency.hazards import check_hazards
-    from concurrency.policies import POLICIES, plan_memory
+    from concurrency.memory.check import check_hazards
+    from concurrency.memory.policies import POLICIES, plan_memory
 
     return {
         name: len(check_hazards(graph, schedule, plan_memory(graph, schedule, report, name)))
@@ -36,7 +36,7 @@ def _plan_and_check_all(graph, schedule, report):  # type: ignore[no-untyped-def
 def test_bench_six_policies_and_hazards_27b_stack(benchmark) -> None:  # type: ignore[no-untyped-def]
     """Issue 3's budget: all six policies plus their hazard checks on the 64-layer
     Qwen3.5-27B decode stack, well under 250 ms on one core."""
-    from concurrency.schedule import stream_schedule
+    from concurrency.graph.schedule import stream_schedule
 
     g = build_graph("qwen3.5-27b", "stack", "decode", 1)
     rep = detect_branches(g)
@@ -52,9 +52,9 @@ def test_bench_simulate_27b_stack(benchmark) -> None:  # type: ignore[no-untyped
     multi-stream schedule takes well under a second."""
     import time
 
-    from concurrency.metrics import makespan_us
-    from concurrency.schedule import stream_schedule
-    from concurrency.simulate import simulate
+    from concurrency.graph.schedule import stream_schedule
+    from concurrency.timing.metrics import makespan_us
+    from concurrency.timing.simulate import simulate
 
     g = build_graph("qwen3.5-27b", "stack", "decode", 1)
     sched = stream_schedule(g, detect_branches(g))

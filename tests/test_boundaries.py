@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-PURE = [
-    "concurrency.ir",
-    "concurrency.config",
-    "concurrency.builders",
-    "concurrency.deps",
-    "concurrency.branches",
-    "concurrency.schedule",
-    "concurrency.alloc.gallocr",
-    "concurrency.policies",
-    "concurrency.lower_bound",
-    "concurrency.hazards",
-    "concurrency.engine_flow",
-    "concurrency.engine_hazards",
-    "concurrency.executor_numpy",
-    "concurrency.cost",
-    "concurrency.simulate",
-    "concurrency.metrics",
-    "concurrency.gpus",
-]
+REPO = Path(__file__).resolve().parents[1]
+
+#: Every module of the pure stages: graph, memory, timing and the CPU executor.
+PURE = sorted(
+    ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+    for stage in ("graph", "memory", "timing", "execute")
+    for path in (REPO / "concurrency" / stage).rglob("*.py")
+    if "gpu" not in path.relative_to(REPO / "concurrency" / stage).parts
+)
 BANNED = ["cupy", "graphviz", "altair", "ipywidgets", "torch"]
 
 

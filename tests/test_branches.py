@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from concurrency.branches import detect_branches, is_noop
-from concurrency.builders import build_graph
 from concurrency.errors import UnknownNameError
-from concurrency.policies.interleave import interleaved_nodes
+from concurrency.graph.branches import detect_branches, is_noop
+from concurrency.graph.builders import build_graph
+from concurrency.memory.policies.interleave import interleaved_nodes
 
 
 @pytest.mark.parametrize("batch", [1, 4, 32])

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from concurrency.builders import build_graph
 from concurrency.errors import ConfigError, UnknownNameError
-from concurrency.ir import TensorKind
+from concurrency.graph.builders import build_graph
+from concurrency.graph.ir import TensorKind
 
 
 @pytest.mark.parametrize("batch", [1, 4, 8])
@@ -86,9 +86,9 @@ def test_engine_flow_reproduces_every_compute_buffer_offset(
 ) -> None:
     """The offsets the running engine used (reserve pp512/tg/pp512 at n_ctx 512, then replay)
     for every compute-buffer tensor of the dump, prompt and decode alike."""
-    from concurrency.branches import detect_branches
-    from concurrency.engine_flow import engine_flow_plan
-    from concurrency.schedule import stream_schedule
+    from concurrency.graph.branches import detect_branches
+    from concurrency.graph.schedule import stream_schedule
+    from concurrency.memory.engine_flow import engine_flow_plan
 
     g = build_graph("tiny", "stack", mode, 1, tokens, n_ctx=512)
     rep = detect_branches(g)

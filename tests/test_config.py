@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from concurrency.config import PRESETS, ModelConfig, get_config
 from concurrency.errors import ConfigError, UnknownNameError
+from concurrency.graph.config import PRESETS, ModelConfig, get_config
 
 EXPECTED = {
     "qwen3.5-0.8b",

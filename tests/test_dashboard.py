@@ -7,8 +7,8 @@ import json
 import pytest
 
 from concurrency.errors import UnknownNameError
-from concurrency.explorer import Choice, explore
 from concurrency.render.dashboard import Dashboard, linked_chart, metrics_frame
+from concurrency.render.explorer import Choice, explore
 
 
 def test_explore_gives_plan_hazards_and_timeline() -> None:

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from concurrency.builders import build_graph
 from concurrency.errors import LaceError
+from concurrency.graph.builders import build_graph
 from concurrency.render.dot import BRANCH_COLOURS, graph_dot, render_svg
 
 

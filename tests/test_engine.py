@@ -16,10 +16,10 @@ pytest.importorskip(
     "llama_cpp", reason="the engine probe needs llama-cpp-python (`make oracle` builds it)"
 )
 
-from concurrency.builders import build_graph
-from concurrency.config import PRESETS, ModelConfig, scaled_down
 from concurrency.errors import LaceError
-from concurrency.ir import TensorKind
+from concurrency.graph.builders import build_graph
+from concurrency.graph.config import PRESETS, ModelConfig, scaled_down
+from concurrency.graph.ir import TensorKind
 from concurrency.oracle import engine
 from concurrency.oracle.engine import EngineRun, cache_path, probe
 from concurrency.oracle.gguf_model import gguf_tensor_shapes

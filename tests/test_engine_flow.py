@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from concurrency.branches import detect_branches
-from concurrency.builders import build_graph
-from concurrency.engine_flow import Stored, engine_flow_plan, reserve_graphs
-from concurrency.engine_hazards import engine_hazards
-from concurrency.policies import plan_memory
-from concurrency.schedule import stream_schedule
+from concurrency.graph.branches import detect_branches
+from concurrency.graph.builders import build_graph
+from concurrency.graph.schedule import stream_schedule
+from concurrency.memory.engine_flow import Stored, engine_flow_plan, reserve_graphs
+from concurrency.memory.engine_hazards import engine_hazards
+from concurrency.memory.policies import plan_memory
 from tests.test_hazards import _key, oracle
 
 

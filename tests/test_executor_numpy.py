@@ -10,12 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from concurrency.branches import detect_branches
-from concurrency.builders import build_graph
-from concurrency.builders.context import GraphContext
-from concurrency.config import get_config
 from concurrency.errors import LaceError
-from concurrency.executor_numpy import (
+from concurrency.execute.numpy_arena import (
     MAX_ARENA_BYTES,
     arena_run,
     arena_run_detailed,
@@ -27,9 +23,13 @@ from concurrency.executor_numpy import (
     reference_run,
     run_node,
 )
-from concurrency.ir import Graph, GraphMeta, TensorKind
-from concurrency.plan import MemoryPlan
-from concurrency.schedule import serial_schedule, stream_schedule
+from concurrency.graph.branches import detect_branches
+from concurrency.graph.builders import build_graph
+from concurrency.graph.builders.context import GraphContext
+from concurrency.graph.config import get_config
+from concurrency.graph.ir import Graph, GraphMeta, TensorKind
+from concurrency.graph.schedule import serial_schedule, stream_schedule
+from concurrency.memory.plan import MemoryPlan
 
 TOL = 1e-4
 ALIGN = 64
@@ -379,7 +379,7 @@ def test_run_node_rejects_unknown_ops() -> None:
 def test_chunked_and_recurrent_forms_agree(n_tok: int) -> None:
     """The executor's two GDN forms (prefill: chunked, decode: recurrent) in float64, with
     strong decay (g down to −20) where e^γ underflows: no NaN, agreement to 1e-10."""
-    from concurrency.executor_numpy import gated_delta_rule_chunked
+    from concurrency.execute.numpy_arena import gated_delta_rule_chunked
 
     rng = np.random.default_rng(n_tok)
     n, hk, hv, s = 2, 2, 4, 8

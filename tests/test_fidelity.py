@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 
-from concurrency.branches import detect_branches
-from concurrency.builders import build_graph
 from concurrency.errors import LaceError
+from concurrency.graph.branches import detect_branches
+from concurrency.graph.builders import build_graph
 from concurrency.oracle.fidelity import ORACLE_POLICIES, compare_plans, preset_cases
 from tests.strategies import random_graphs
 

@@ -1,6 +1,6 @@
 """The hazard checker against a brute-force oracle, and on real Qwen3.5 layers.
 
-The oracle shares nothing with `concurrency.hazards` or `Schedule`'s bitsets: it computes
+The oracle shares nothing with `concurrency.memory.check` or `Schedule`'s bitsets: it computes
 byte ranges from the plan's offsets, happens-before from stream order and data edges with
 plain sets, and compares every pair of accesses of every pair of nodes.
 """
@@ -17,13 +17,18 @@ from strategies import (
     random_schedules,
 )
 
-from concurrency.branches import ForkRegion, detect_branches
-from concurrency.builders import build_graph
 from concurrency.errors import ConfigError
-from concurrency.hazards import RAW, WAR, WAW, Hazard, check_hazards, is_valid_ggml
-from concurrency.ir import Graph
-from concurrency.plan import MemoryPlan
-from concurrency.schedule import Schedule, schedule_from_streams, serial_schedule, stream_schedule
+from concurrency.graph.branches import ForkRegion, detect_branches
+from concurrency.graph.builders import build_graph
+from concurrency.graph.ir import Graph
+from concurrency.graph.schedule import (
+    Schedule,
+    schedule_from_streams,
+    serial_schedule,
+    stream_schedule,
+)
+from concurrency.memory.check import RAW, WAR, WAW, Hazard, check_hazards, is_valid_ggml
+from concurrency.memory.plan import MemoryPlan
 
 Key = tuple[str, str, str, str, str, int, int, int, int]
 

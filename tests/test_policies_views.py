@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from concurrency.branches import detect_branches
-from concurrency.builders import build_graph
 from concurrency.cli import main
-from concurrency.compare import compare_policies, policy_runs
-from concurrency.policies import POLICIES
-from concurrency.policies import SAFE_POLICIES as SAFE
+from concurrency.graph.branches import detect_branches
+from concurrency.graph.builders import build_graph
+from concurrency.graph.schedule import serial_schedule, stream_schedule
+from concurrency.memory.compare import compare_policies, policy_runs
+from concurrency.memory.policies import POLICIES
+from concurrency.memory.policies import SAFE_POLICIES as SAFE
 from concurrency.render.memory_map import HAZARD_RED, memory_map_chart, memory_map_frame
-from concurrency.schedule import serial_schedule, stream_schedule
 
 
 @pytest.mark.parametrize("batch", [1, 4, 8])
@@ -123,8 +123,8 @@ def test_run_rejects_large_models_with_the_fix(capsys: pytest.CaptureFixture[str
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from concurrency.hazards import check_hazards  # noqa: E402
-from concurrency.policies import plan_memory  # noqa: E402
+from concurrency.memory.check import check_hazards  # noqa: E402
+from concurrency.memory.policies import plan_memory  # noqa: E402
 from tests.strategies import random_graphs, random_schedules  # noqa: E402
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from concurrency.branches import detect_branches
-from concurrency.builders import build_graph
 from concurrency.errors import ConfigError
-from concurrency.schedule import serial_schedule, stream_schedule
+from concurrency.graph.branches import detect_branches
+from concurrency.graph.builders import build_graph
+from concurrency.graph.schedule import serial_schedule, stream_schedule
 
 
 def test_serial_orders_every_pair() -> None:

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from concurrency.branches import detect_branches
-from concurrency.builders import build_graph
-from concurrency.builders.context import GraphContext
 from concurrency.cli import main
-from concurrency.cost import expected_experts_used, graph_costs, node_cost
 from concurrency.errors import ConfigError, LaceError, UnknownNameError
-from concurrency.gpus import GPUS, GpuSpec, get_gpu
-from concurrency.ir import Graph, GraphMeta, TensorKind
-from concurrency.metrics import (
+from concurrency.graph.branches import detect_branches
+from concurrency.graph.builders import build_graph
+from concurrency.graph.builders.context import GraphContext
+from concurrency.graph.ir import Graph, GraphMeta, TensorKind
+from concurrency.graph.schedule import schedule_from_streams, serial_schedule, stream_schedule
+from concurrency.timing.cost import expected_experts_used, graph_costs, node_cost
+from concurrency.timing.gpus import GPUS, GpuSpec, get_gpu
+from concurrency.timing.metrics import (
     active_us,
     busy_us,
     closeness,
@@ -30,15 +31,14 @@ from concurrency.metrics import (
     summary,
     work_bound_us,
 )
-from concurrency.schedule import schedule_from_streams, serial_schedule, stream_schedule
-from concurrency.simulate import isolated_us, simulate
-from concurrency.stream_study import (
+from concurrency.timing.simulate import isolated_us, simulate
+from concurrency.timing.stream_study import (
     PR_21897_SPEEDUPS,
     compare_streams,
     launch_gap_sweep,
     speedup_sweep,
 )
-from concurrency.timeline import KernelSpan, RunMeta, Timeline
+from concurrency.timing.timeline import KernelSpan, RunMeta, Timeline
 
 META = GraphMeta(model="hand", layer="gdn", mode="decode", batch=1, tokens=1, n_layers=1)
 H100 = get_gpu("h100")
@@ -332,7 +332,7 @@ def test_cli_simulate_prints_both_stream_counts(capsys: pytest.CaptureFixture[st
 def test_cli_simulate_writes_a_valid_trace(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from concurrency.trace import load_trace
+    from concurrency.timing.trace import load_trace
 
     path = tmp_path / "t.json"
     assert main(["simulate", "--model", "tiny", "--trace", str(path)]) == 0

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from concurrency.errors import LaceError
-from concurrency.timeline import SCHEMA, KernelSpan, RunMeta, Timeline, TimelineError
+from concurrency.timing.timeline import SCHEMA, KernelSpan, RunMeta, Timeline, TimelineError
 
 
 def small_timeline(source: str = "measured") -> Timeline:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from concurrency.branches import detect_branches
-from concurrency.builders import build_graph
-from concurrency.policies import plan_memory
-from concurrency.schedule import stream_schedule
-from concurrency.simulate import simulate
-from concurrency.trace import (
+from concurrency.graph.branches import detect_branches
+from concurrency.graph.builders import build_graph
+from concurrency.graph.schedule import stream_schedule
+from concurrency.memory.policies import plan_memory
+from concurrency.timing.simulate import simulate
+from concurrency.timing.trace import (
     TraceError,
     live_intervals,
     load_trace,

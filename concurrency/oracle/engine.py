@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from concurrency.config import ModelConfig
 from concurrency.errors import LaceError, MissingToolError
+from concurrency.graph.config import ModelConfig
 from concurrency.oracle.ggml_lib import INSTALL_HINT, Ggml, GgmlTensor
 from concurrency.oracle.gguf_model import write_gguf
 

@@ -11,8 +11,8 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from concurrency.config import ModelConfig
-from concurrency.ir import Graph
+from concurrency.graph.config import ModelConfig
+from concurrency.graph.ir import Graph
 
 
 @dataclass(frozen=True)
@@ -99,10 +99,10 @@ class EngineFidelity:
 def engine_fidelity(run: object, cfg: ModelConfig, label: str = "") -> EngineFidelity:
     """Compare a probe's `EngineRun` (prompt and decode steps) with LACE's graphs and with
     LACE's engine-faithful `sequential` offsets."""
-    from concurrency.branches import detect_branches
-    from concurrency.builders import build_graph
-    from concurrency.engine_flow import engine_flow_plan
-    from concurrency.schedule import stream_schedule
+    from concurrency.graph.branches import detect_branches
+    from concurrency.graph.builders import build_graph
+    from concurrency.graph.schedule import stream_schedule
+    from concurrency.memory.engine_flow import engine_flow_plan
 
     batch, tokens = run.batch, run.prompt_tokens  # type: ignore[attr-defined]
     n_ctx, n_ubatch = run.n_ctx, run.n_ubatch  # type: ignore[attr-defined]

@@ -16,16 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from concurrency.branches import BranchReport, detect_branches
-from concurrency.builders import build_graph
-from concurrency.ir import Graph
+from concurrency.graph.branches import BranchReport, detect_branches
+from concurrency.graph.builders import build_graph
+from concurrency.graph.ir import Graph
+from concurrency.graph.schedule import serial_schedule
+from concurrency.memory.plan import MemoryPlan
+from concurrency.memory.policies import plan_memory
+from concurrency.memory.policies.alloc_dep import dependencies
+from concurrency.memory.policies.interleave import interleaved_nodes
 from concurrency.oracle.ggml_lib import Ggml
 from concurrency.oracle.ggml_plan import ggml_plan
-from concurrency.plan import MemoryPlan
-from concurrency.policies import plan_memory
-from concurrency.policies.alloc_dep import dependencies
-from concurrency.policies.interleave import interleaved_nodes
-from concurrency.schedule import serial_schedule
 
 ORACLE_POLICIES = ("sequential", "interleave", "alloc_dep")
 

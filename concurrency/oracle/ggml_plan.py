@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from concurrency.errors import LaceError
-from concurrency.ir import Graph, Tensor
+from concurrency.graph.ir import Graph, Tensor
 from concurrency.oracle.ggml_lib import (
     FLAG_INPUT,
     FLAG_OUTPUT,

@@ -8,8 +8,8 @@ from types import ModuleType
 
 import numpy as np
 
-from concurrency.config import ModelConfig
 from concurrency.errors import LaceError, MissingToolError
+from concurrency.graph.config import ModelConfig
 
 GGUF_HINT = "install the GGUF writer with `make oracle` (or `.venv/bin/pip install 'gguf>=0.19'`)"
 

@@ -4,7 +4,7 @@ batch size, streams, model and GPU.
 `linked_chart` puts the memory map (offset × plan position) above the simulated timeline
 (time × stream); clicking a kernel highlights it and the tensor it writes in the memory map
 (an Altair point selection on the node name, so it also works in static HTML reports).
-`Dashboard` wires ipywidgets to `concurrency.explorer.explore`.
+`Dashboard` wires ipywidgets to `concurrency.render.explorer.explore`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import altair as alt
 import ipywidgets as widgets
 import pandas as pd
 
-from concurrency.config import PRESETS
-from concurrency.explorer import Choice, ExplorerView, explore
 from concurrency.format import format_bytes
-from concurrency.gpus import GPUS, get_gpu
-from concurrency.policies import POLICIES
+from concurrency.graph.config import PRESETS
+from concurrency.memory.policies import POLICIES
+from concurrency.render.explorer import Choice, ExplorerView, explore
 from concurrency.render.memory_map import memory_map_chart
 from concurrency.render.timeline_chart import timeline_chart
+from concurrency.timing.gpus import GPUS, get_gpu
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 

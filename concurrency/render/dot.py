@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import graphviz
 
-from concurrency.branches import BranchReport, detect_branches, is_noop
 from concurrency.errors import LaceError, MissingToolError
 from concurrency.format import format_bytes, format_shape
-from concurrency.ir import Graph
+from concurrency.graph.branches import BranchReport, detect_branches, is_noop
+from concurrency.graph.ir import Graph
 
 #: One colour per branch (ColorBrewer Set2, readable on white and in print).
 BRANCH_COLOURS = (

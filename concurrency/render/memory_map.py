@@ -12,12 +12,12 @@ from collections.abc import Sequence
 import altair as alt
 import pandas as pd
 
-from concurrency.compare import PolicyResult
 from concurrency.format import format_bytes, format_shape
-from concurrency.hazards import Hazard
-from concurrency.ir import VIEW_OPS, Graph
-from concurrency.plan import MemoryPlan
-from concurrency.schedule import Schedule
+from concurrency.graph.ir import VIEW_OPS, Graph
+from concurrency.graph.schedule import Schedule
+from concurrency.memory.check import Hazard
+from concurrency.memory.compare import PolicyResult
+from concurrency.memory.plan import MemoryPlan
 
 HAZARD_RED = "#d62728"
 #: Stream colours without red (red marks hazards): input, then streams 0, 1, 2, …

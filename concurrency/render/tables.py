@@ -6,10 +6,10 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from concurrency.branches import BranchReport, detect_branches
-from concurrency.builders import build_graph
-from concurrency.hazards import Hazard
-from concurrency.ir import Graph
+from concurrency.graph.branches import BranchReport, detect_branches
+from concurrency.graph.builders import build_graph
+from concurrency.graph.ir import Graph
+from concurrency.memory.check import Hazard
 
 
 def branch_frame(graph: Graph, report: BranchReport) -> pd.DataFrame:

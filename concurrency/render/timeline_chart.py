@@ -10,7 +10,7 @@ import altair as alt
 import pandas as pd
 
 from concurrency.render.memory_map import stream_scale
-from concurrency.timeline import Timeline
+from concurrency.timing.timeline import Timeline
 
 
 def timeline_frame(timeline: Timeline) -> pd.DataFrame:

@@ -1,0 +1,6 @@
+"""Stage 2: memory plans for a graph under a schedule, and checks that they are safe.
+
+`plan` (MemoryPlan), `ggml/` (ggml-alloc ported rule by rule), `policies/` (the allocator
+policies), `bound` (the lower bound), `check` (races and use after reuse), `engine_flow`
+(llama.cpp's reserve-then-replay), `compare` (every policy side by side). Pure Python.
+"""

@@ -1,0 +1,84 @@
+"""One choice of model, layer, batch, policy, streams and GPU → everything the explorer shows:
+the graph, its schedule, the memory plan and its hazards, the simulated timeline, metrics.
+
+Pure (no drawing): the dashboard and tests call `explore`; the charts are built from its result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from concurrency.graph.branches import detect_branches
+from concurrency.graph.builders import build_graph
+from concurrency.graph.ir import Graph
+from concurrency.graph.schedule import Schedule, stream_schedule
+from concurrency.memory.check import Hazard
+from concurrency.memory.compare import compare_policies
+from concurrency.memory.plan import MemoryPlan
+from concurrency.timing.gpus import get_gpu
+from concurrency.timing.metrics import summary
+from concurrency.timing.simulate import simulate
+from concurrency.timing.timeline import Timeline
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the user picked."""
+
+    model: str = "qwen3.5-27b"
+    layer: str = "gdn"
+    mode: str = "decode"
+    batch: int = 1
+    tokens: int | None = None
+    policy: str = "sequential"
+    max_streams: int = 8
+    gpu: str = "h100"
+    flow: str | None = None  # None: the engine's flow for stacks, the graph's otherwise
+
+
+@dataclass(frozen=True)
+class ExplorerView:
+    """Everything derived from one choice."""
+
+    choice: Choice
+    graph: Graph
+    schedule: Schedule
+    plan: MemoryPlan
+    hazards: tuple[Hazard, ...]
+    lower_bound_bytes: int
+    timeline: Timeline
+    serial: Timeline
+
+    def metrics(self) -> dict[str, object]:
+        """One table row: memory (arena, bound, hazards) and time (makespan, overlap, speedup)."""
+        row = summary(self.timeline, serial=self.serial)
+        row |= {
+            "policy": self.plan.policy,
+            "arena_bytes": self.plan.arena_bytes,
+            "lower_bound_bytes": self.lower_bound_bytes,
+            "hazards": len(self.hazards),
+        }
+        return row
+
+
+def explore(choice: Choice) -> ExplorerView:
+    """Build, schedule, plan, check and simulate the chosen graph."""
+    get_gpu(choice.gpu)  # a bad GPU name fails here, before any work
+    graph = build_graph(choice.model, choice.layer, choice.mode, choice.batch, choice.tokens)
+    report = detect_branches(graph)
+    schedule = stream_schedule(graph, report, choice.max_streams)
+    (result,) = compare_policies(
+        graph, schedule, report, [choice.policy], flow=choice.flow, max_streams=choice.max_streams
+    )
+    timeline = simulate(graph, schedule, choice.gpu)
+    serial = simulate(graph, stream_schedule(graph, report, 1), choice.gpu)
+    return ExplorerView(
+        choice,
+        graph,
+        schedule,
+        result.plan,
+        result.hazards,
+        result.lower_bound_bytes,
+        timeline,
+        serial,
+    )
