@@ -36,8 +36,8 @@ import pandas as pd
 from concurrency.graph.branches import detect_branches
 from concurrency.graph.builders import build_graph
 from concurrency.graph.schedule import stream_schedule
-from concurrency.memory.check import is_valid_ggml
 from concurrency.memory.compare import compare_policies, policy_runs, policy_sweep
+from concurrency.memory.ggml.cuda_is_valid import is_valid_ggml
 from concurrency.memory.policies import POLICIES
 from concurrency.render.memory_map import memory_map_chart, policy_frame, policy_sweep_chart
 from concurrency.render.tables import hazard_frame

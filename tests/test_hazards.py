@@ -27,7 +27,8 @@ from concurrency.graph.schedule import (
     serial_schedule,
     stream_schedule,
 )
-from concurrency.memory.check import RAW, WAR, WAW, Hazard, check_hazards, is_valid_ggml
+from concurrency.memory.check import RAW, WAR, WAW, Hazard, check_hazards
+from concurrency.memory.ggml.cuda_is_valid import is_valid_ggml
 from concurrency.memory.plan import MemoryPlan
 
 Key = tuple[str, str, str, str, str, int, int, int, int]

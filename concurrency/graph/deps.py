@@ -15,7 +15,12 @@ the allocator's job, and the hazard checker's to verify.
 
 from __future__ import annotations
 
-from concurrency.graph.ir import VIEW_OPS, Graph
+from typing import TYPE_CHECKING
+
+from concurrency.graph.ops import VIEW_OPS
+
+if TYPE_CHECKING:
+    from concurrency.graph.ir import Graph
 
 
 def view_write_target(graph: Graph, name: str) -> str | None:

@@ -9,7 +9,7 @@ gives it (`ggml_name`) for comparing against the running engine.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -17,39 +17,19 @@ from types import MappingProxyType
 
 from concurrency.errors import LaceError
 from concurrency.graph.config import ModelConfig
+from concurrency.graph.deps import node_dependencies
+from concurrency.graph.ops import DTYPE_BYTES, INPLACE_OPS, VIEW_OPS
 
-DTYPE_BYTES: Mapping[str, int] = MappingProxyType({"f32": 4, "f16": 2, "i32": 4, "i64": 8})
-
-#: ggml ops that only reinterpret memory (ggml-cuda's detector calls these "no-ops").
-VIEW_OPS = frozenset({"RESHAPE", "VIEW", "TRANSPOSE", "PERMUTE"})
-
-#: ggml ops whose output may take a parent's memory in place (`ggml_op_can_inplace`).
-INPLACE_OPS = frozenset(
-    {
-        "FILL",
-        "SCALE",
-        "DIAG_MASK_ZERO",
-        "DIAG_MASK_INF",
-        "ADD",
-        "ADD_ID",
-        "ADD1",
-        "SUB",
-        "MUL",
-        "DIV",
-        "SQR",
-        "SQRT",
-        "LOG",
-        "UNARY",
-        "ROPE",
-        "ROPE_BACK",
-        "SILU_BACK",
-        "RMS_NORM",
-        "RMS_NORM_BACK",
-        "CLAMP",
-        "SOFT_MAX",
-        "SOFT_MAX_BACK",
-    }
-)
+__all__ = [
+    "DTYPE_BYTES",
+    "INPLACE_OPS",
+    "VIEW_OPS",
+    "Graph",
+    "GraphMeta",
+    "Tensor",
+    "TensorKind",
+    "contiguous_strides",
+]
 
 
 class TensorKind(str, Enum):
@@ -188,7 +168,21 @@ class Graph:
             raise LaceError(f"graph has no tensor named {name!r}") from None
 
     def __len__(self) -> int:
+        """The number of nodes (leafs are not counted)."""
         return len(self.nodes)
+
+    def __iter__(self) -> Iterator[str]:
+        """The node names, in order (leafs are in `leafs`)."""
+        return iter(self.nodes)
+
+    def __contains__(self, name: object) -> bool:
+        """Whether the graph has a tensor (node or leaf) of this name."""
+        return name in self.tensors
+
+    def __hash__(self) -> int:
+        # Equal graphs have equal node and leaf names and metadata; hashing the names (not
+        # every tensor) keeps hash() cheap on a 4 000-node stack.
+        return hash((self.nodes, self.leafs, self.meta))
 
     @cached_property
     def index(self) -> Mapping[str, int]:
@@ -212,16 +206,28 @@ class Graph:
     @cached_property
     def dependencies(self) -> tuple[tuple[int, ...], ...]:
         """`concurrency.graph.deps.node_dependencies`, computed once per graph."""
-        from concurrency.graph.deps import node_dependencies
-
         return node_dependencies(self)
+
+    @cached_property
+    def planned(self) -> tuple[str, ...]:
+        """The tensors the graph allocator places in the compute buffer (the arena), leafs
+        first, then nodes in order: every tensor that is neither a view nor external. This
+        is the one definition the planner, the checker, the bound and the executors share;
+        `validate` guarantees that the only planned leafs are graph inputs."""
+        return tuple(
+            n
+            for n in (*self.leafs, *self.nodes)
+            if self.tensors[n].view_src is None and not self.tensors[n].external
+        )
 
     @cached_property
     def memory_touches(self) -> tuple[tuple[int, str, str, int, int, bool], ...]:
         """Every byte range a node touches, plan-independently: (node index, tensor, base
         tensor, offset in the base, bytes, is_write). A compute node writes its own tensor
-        and reads each distinct source; view ops touch nothing; empty and external tensors
-        are left out. A plan turns these into arena ranges by adding the base's offset."""
+        and reads each distinct source; view ops touch nothing; empty tensors and tensors
+        outside the arena (not `planned`) are left out. A plan turns these into arena ranges
+        by adding the base's offset."""
+        planned = set(self.planned)
         out = []
         for i, name in enumerate(self.nodes):
             t = self.tensors[name]
@@ -229,9 +235,9 @@ class Graph:
                 continue
             for tensor, write in ((name, True), *((s, False) for s in dict.fromkeys(t.srcs))):
                 x = self.tensors[tensor]
-                if x.external or x.nbytes == 0 or (x.is_leaf and not x.is_input):
-                    continue
                 base = x.view_src if x.view_src is not None else tensor
+                if x.nbytes == 0 or base not in planned:
+                    continue
                 out.append((i, tensor, base, x.view_offset_bytes, x.nbytes, write))
         return tuple(out)
 
@@ -242,8 +248,15 @@ class Graph:
         """Check the graph's invariants; raise LaceError naming the first broken one."""
         seen: set[str] = set(self.leafs)
         for name in self.leafs:
-            if not self.tensors[name].is_leaf:
-                raise LaceError(f"leaf {name!r} has op {self.tensors[name].op}")
+            leaf = self.tensors[name]
+            if not leaf.is_leaf:
+                raise LaceError(f"leaf {name!r} has op {leaf.op}")
+            if not (leaf.external or leaf.is_input):
+                raise LaceError(
+                    f"leaf {name!r} is neither a graph input nor external (weight or cache): "
+                    "the host must fill it, so flag it as an input (TensorKind.INPUT), or give "
+                    "it its own buffer (TensorKind.WEIGHT / STATE)"
+                )
         for name in self.nodes:
             t = self.tensors[name]
             if t.is_leaf:

@@ -6,18 +6,16 @@ ordering them; if one of them writes, the result depends on timing. `check_hazar
 every such pair by sweeping the accesses in byte order (only accesses that overlap are ever
 compared), so it stays fast on the 3,750-node 64-layer stack.
 
-`is_valid_ggml` ports the run-time check ggml-cuda relies on instead
-(`ggml_cuda_concurrent_event::is_valid()`), so notebooks can show which hazards it misses.
+ggml-cuda's own run-time check, `is_valid()`, is ported apart in
+`concurrency.memory.ggml.cuda_is_valid`, so notebooks can show which hazards it misses.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass
 from heapq import heappop, heappush
 
 from concurrency.errors import ConfigError
-from concurrency.graph.branches import ForkRegion
 from concurrency.graph.ir import Graph
 from concurrency.graph.schedule import Schedule
 from concurrency.memory.plan import MemoryPlan
@@ -158,73 +156,3 @@ def _hazard(graph: Graph, schedule: Schedule, a: Access, b: Access) -> Hazard:
             f"(`{a.tensor}`, `{b.tensor}`) with nothing ordering them"
         )
     return Hazard(kind, na, nb, a.tensor, b.tensor, sa, sb, start, end, text)
-
-
-# ---------------------------------------------------------------------------- ggml's check
-def is_valid_ggml(
-    graph: Graph, schedule: Schedule, plan: MemoryPlan, region: ForkRegion
-) -> tuple[bool, str]:
-    """ggml-cuda's `ggml_cuda_concurrent_event::is_valid()` for one region: (accepted, why).
-
-    The stream mapping is the region's branch nodes with their streams in `schedule`. Like
-    ggml, every tensor counts as writing the whole of its base (view_src) tensor; ranges that
-    overlap the join node's buffer are skipped; the region is rejected if a write range
-    overlaps one on another stream (found with ggml's lower_bound probe), or if a branch node
-    reads a node mapped to another stream. Sources outside the mapping (the fork output, graph
-    inputs, state gathers) are never examined: that is the blind spot `check_hazards` covers.
-    Tensors outside the arena (caches, weights) are skipped, where ggml compares their device
-    pointers; they never share bytes with the arena.
-    """
-    mapping = {n: schedule.stream_of(n) for b in region.branches for n in b.nodes}
-    join = plan.byte_range(graph, graph.base(region.end))
-    ranges: dict[str, tuple[int, int]] = {}
-    per_stream: dict[int, list[tuple[int, int, str]]] = {}
-    for name, stream in mapping.items():
-        rng = plan.byte_range(graph, graph.base(name))
-        if rng is None or (join is not None and _ggml_overlaps(rng, join)):
-            continue
-        ranges[name] = rng
-        per_stream.setdefault(stream, []).append((rng[0], rng[1], name))
-    for entries in per_stream.values():
-        entries.sort()
-    for name in sorted(mapping, key=graph.index.__getitem__):
-        stream = mapping[name]
-        rng = ranges.get(name)
-        if rng is not None:
-            for other_stream, entries in sorted(per_stream.items()):
-                if other_stream == stream:
-                    continue
-                k = bisect_left(entries, rng)  # std::lower_bound on (start, end)
-                if k < len(entries) and entries[k][0] < rng[1]:
-                    start, end, other = entries[k]
-                    return False, (
-                        f"writes overlap: {_who(graph, name, stream)} and "
-                        f"{_who(graph, other, other_stream)} both write bytes "
-                        f"{start}–{min(end, rng[1]) - 1}; ggml-cuda runs the graph on one stream"
-                    )
-        for src in graph[name].srcs:
-            if src in mapping and mapping[src] != stream:
-                return False, (
-                    f"`{name}` (stream {stream}) reads `{src}` from stream {mapping[src]}; "
-                    "ggml-cuda runs the graph on one stream"
-                )
-    return True, (
-        "accepted: no two streams write overlapping bytes outside the join's buffer and no "
-        "branch reads another stream's node (sources from outside the region are not checked)"
-    )
-
-
-def _who(graph: Graph, name: str, stream: int) -> str:
-    """`name` (stream k), naming the base tensor whose bytes ggml counts for a view."""
-    base = graph.base(name)
-    return (
-        f"`{name}` (stream {stream})"
-        if base == name
-        else f"`{name}` (stream {stream}, in `{base}`)"
-    )
-
-
-def _ggml_overlaps(rng: tuple[int, int], join: tuple[int, int]) -> bool:
-    """ggml's test for a range touching the join's buffer (starts compared half-open)."""
-    (s, e), (js, je) = rng, join
-    return s <= js < e or js <= s < je
