@@ -124,7 +124,7 @@ def random_schedules(graph: Graph) -> st.SearchStrategy[Schedule]:
 
 
 @st.composite
-def _plans(draw: st.DrawFn, graph: Graph, max_offset: int) -> MemoryPlan:
+def _plans(draw: st.DrawFn, graph: Graph, schedule: Schedule, max_offset: int) -> MemoryPlan:
     offsets: dict[str, int] = {}
     for name in planned_tensors(graph):
         t = graph[name]
@@ -142,17 +142,23 @@ def _plans(draw: st.DrawFn, graph: Graph, max_offset: int) -> MemoryPlan:
         sizes=sizes,
         arena_bytes=max((offsets[n] + sizes[n] for n in offsets), default=0),
         order=order,
+        graph=graph,
+        schedule=schedule,
     )
 
 
-def random_plans(graph: Graph, max_offset: int = 512) -> st.SearchStrategy[MemoryPlan]:
+def random_plans(
+    graph: Graph, schedule: Schedule, max_offset: int = 512
+) -> st.SearchStrategy[MemoryPlan]:
     """A plan placing every planned tensor at a random 32-aligned offset in [0, max_offset];
     in-place-eligible ops sometimes share their first source's offset. The plan order is the
     graph order or a random permutation of it (which only changes how hazards are named)."""
-    return _plans(graph, max_offset)
+    return _plans(graph, schedule, max_offset)
 
 
-def no_reuse_plan(graph: Graph, order: tuple[str, ...] | None = None) -> MemoryPlan:
+def no_reuse_plan(
+    graph: Graph, order: tuple[str, ...] | None = None, schedule: Schedule | None = None
+) -> MemoryPlan:
     """Every planned tensor in its own aligned bytes, one after another: nothing can race."""
     offsets: dict[str, int] = {}
     sizes: dict[str, int] = {}
@@ -167,4 +173,6 @@ def no_reuse_plan(graph: Graph, order: tuple[str, ...] | None = None) -> MemoryP
         sizes=sizes,
         arena_bytes=end,
         order=graph.nodes if order is None else order,
+        graph=graph,
+        schedule=serial_schedule(graph) if schedule is None else schedule,
     )

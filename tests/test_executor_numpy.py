@@ -54,7 +54,16 @@ def no_reuse_plan(graph: Graph) -> MemoryPlan:
         offsets[name] = end
         sizes[name] = t.nbytes
         end += -(-t.nbytes // ALIGN) * ALIGN
-    return MemoryPlan("no-reuse", ALIGN, offsets, sizes, max(end, ALIGN), tuple(graph.nodes))
+    return MemoryPlan(
+        "no-reuse",
+        ALIGN,
+        offsets,
+        sizes,
+        max(end, ALIGN),
+        tuple(graph.nodes),
+        graph=graph,
+        schedule=serial_schedule(graph),
+    )
 
 
 # ---------------------------------------------------------------------------- gated delta rule

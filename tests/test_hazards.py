@@ -151,7 +151,7 @@ def _key(h: Hazard) -> Key:
 def test_check_hazards_matches_the_oracle(data: st.DataObject) -> None:
     graph = data.draw(random_graphs())
     schedule = data.draw(random_schedules(graph))
-    plan = data.draw(random_plans(graph))
+    plan = data.draw(random_plans(graph, schedule))
     hazards = check_hazards(graph, schedule, plan)
     keys = [_key(h) for h in hazards]
     assert len(keys) == len(set(keys)), "a hazard was reported twice"
@@ -199,7 +199,16 @@ def _moved(plan: MemoryPlan, onto: str, name: str, order: tuple[str, ...]) -> Me
     """`plan` with `onto` placed at `name`'s offset, planned in `order`."""
     offsets = dict(plan.offsets)
     offsets[onto] = offsets[name]
-    return MemoryPlan("racy", plan.alignment, offsets, plan.sizes, plan.arena_bytes, order)
+    return MemoryPlan(
+        "racy",
+        plan.alignment,
+        offsets,
+        plan.sizes,
+        plan.arena_bytes,
+        order,
+        graph=plan.graph,
+        schedule=plan.schedule,
+    )
 
 
 def test_gdn_branch_overwrites_the_fork_output() -> None:

@@ -318,7 +318,10 @@ def check_plan(
     input_seed: int = 0,
 ) -> tuple[RunResult, ...]:
     """Run the plan under the schedule once per seed and compare each run with the reference
-    (inputs from `make_inputs(graph, input_seed)` unless given)."""
+    (inputs from `make_inputs(graph, input_seed)` unless given). The plan must be one of
+    `graph`'s; a schedule other than the plan's own is allowed (running a plan under another
+    schedule is how its fragility shows), and `plan.bound_to` names the difference."""
+    plan.bound_to(graph, schedule)
     values = make_inputs(graph, input_seed) if inputs is None else inputs
     ref = reference_run(graph, values)
     results = []

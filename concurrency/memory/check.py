@@ -85,6 +85,7 @@ def check_hazards(graph: Graph, schedule: Schedule, plan: MemoryPlan) -> list[Ha
     """
     if tuple(schedule.nodes) != tuple(graph.nodes):
         raise ConfigError("the schedule was made for a different graph; rebuild it for this one")
+    plan.bound_to(graph, schedule)  # another graph is an error
     accesses = sorted(node_accesses(graph, plan), key=lambda a: (a.start, a.end, a.node))
     concurrent = schedule.unordered_sets
     position = _plan_positions(graph, plan)

@@ -16,6 +16,7 @@ forces a fresh plan on every evaluation that carries its flag, in the same (grow
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -75,7 +76,9 @@ class Stored:
                     return why
         return None
 
-    def replay(self, graph: Graph, policy: str, alignment: int, arena_bytes: int) -> MemoryPlan:
+    def replay(
+        self, graph: Graph, schedule: Schedule, policy: str, alignment: int, arena_bytes: int
+    ) -> MemoryPlan:
         """The offsets `ggml_gallocr_alloc_graph` gives `graph` without re-planning: each
         tensor takes the first stored slot that reaches it (leafs, then nodes and sources)."""
         offsets: dict[str, int] = {}
@@ -98,6 +101,8 @@ class Stored:
             arena_bytes,
             tuple(graph.nodes),
             notes=(f"offsets replayed from the {self.label} reserve plan",),
+            graph=graph,
+            schedule=schedule,
         )
 
 
@@ -180,21 +185,11 @@ def engine_flow_plan(
         else (stored.realloc_reason(graph))
     )
     if why is None:
-        plan = stored.replay(graph, policy, alignment, buffer)
+        plan = stored.replay(graph, schedule, policy, alignment, buffer)
         return EngineFlowResult(
             plan, True, f"replays the {stored.label} reserve plan", buffer, tuple(labels)
         )
     plan = plan_memory(graph, schedule, report, policy, alignment)
     buffer = max(buffer, plan.arena_bytes)
-    fresh = MemoryPlan(
-        plan.policy,
-        alignment,
-        plan.offsets,
-        plan.sizes,
-        buffer,
-        plan.order,
-        plan.freed_after,
-        plan.inplace_of,
-        (f"re-planned: {why}",),
-    )
+    fresh = dataclasses.replace(plan, arena_bytes=buffer, notes=(f"re-planned: {why}",))
     return EngineFlowResult(fresh, False, why, buffer, tuple(labels))

@@ -50,10 +50,16 @@ class _Hash:
 
 
 def plan_graph(
-    graph: Graph, order: Sequence[str], alignment: int, rules: Rules, policy: str
+    graph: Graph,
+    schedule: Schedule,
+    order: Sequence[str],
+    alignment: int,
+    rules: Rules,
+    policy: str,
 ) -> MemoryPlan:
-    """Plan `graph`'s compute buffer visiting nodes in `order` under `rules`."""
-    return _Planner(graph, alignment, rules).run(order, policy)
+    """Plan `graph`'s compute buffer visiting nodes in `order` under `rules`; the plan
+    records `schedule` as the one it is meant to run under."""
+    return _Planner(graph, alignment, rules).run(order, policy, schedule)
 
 
 class _Planner:
@@ -169,7 +175,7 @@ class _Planner:
             self.access[block] = self.access.get(block, 0) | (1 << index)
 
     # ------------------------------------------------------------------ the walk
-    def run(self, order: Sequence[str], policy: str) -> MemoryPlan:
+    def run(self, order: Sequence[str], policy: str, schedule: Schedule) -> MemoryPlan:
         tensors, hashes, keep = self.t, self.hash, self.rules.keep_until
         allocate, release = self.allocate, self.release
         for leaf in self.g.leafs:  # graph_optimize reorders nodes only: leafs keep their order
@@ -224,4 +230,6 @@ class _Planner:
             order=tuple(order),
             freed_after=self.freed_after,
             inplace_of=self.inplace_of,
+            graph=self.g,
+            schedule=schedule,
         )

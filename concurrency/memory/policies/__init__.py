@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from concurrency.errors import UnknownNameError
+from concurrency.errors import ConfigError, UnknownNameError
 from concurrency.graph.branches import BranchReport
 from concurrency.graph.ir import Graph
 from concurrency.graph.schedule import Schedule
@@ -43,7 +43,9 @@ POLICIES: dict[str, Planner] = {
     "no_reuse": no_reuse.plan,
 }
 
-#: Policies whose plans are race-free for any schedule built from the same regions.
+#: Policies whose plans are race-free under the schedule they were planned for. (`alloc_dep`,
+#: `no_alloc_free` and `no_reuse` stay safe under any schedule of the same fork regions;
+#: `happens_before` relies on that one schedule's order and must be re-checked under another.)
 SAFE_POLICIES = ("no_alloc_free", "alloc_dep", "happens_before", "no_reuse")
 
 
@@ -54,11 +56,17 @@ def plan_memory(
     policy: str,
     alignment: int = DEFAULT_ALIGNMENT,
 ) -> MemoryPlan:
-    """Plan `graph`'s compute buffer under the named policy."""
+    """Plan `graph`'s compute buffer under the named policy, for `schedule` (a schedule of
+    this graph; the plan records both)."""
     try:
         planner = POLICIES[policy]
     except KeyError:
         raise UnknownNameError("policy", policy, list(POLICIES)) from None
     if alignment <= 0 or alignment & (alignment - 1):
         raise UnknownNameError("alignment", alignment, ["a power of two such as 32 or 128"])
+    if tuple(schedule.nodes) != tuple(graph.nodes):
+        raise ConfigError(
+            "the schedule was made for a different graph; build it from the graph you plan "
+            "(stream_schedule(graph, detect_branches(graph)))"
+        )
     return planner(graph, schedule, report, alignment)

@@ -29,4 +29,4 @@ def dependencies(graph: Graph, report: BranchReport) -> dict[str, tuple[str, ...
 
 def plan(graph: Graph, schedule: Schedule, report: BranchReport, alignment: int) -> MemoryPlan:
     rules = Rules(keep_until=dependencies(graph, report))
-    return plan_graph(graph, graph.nodes, alignment, rules, "alloc_dep")
+    return plan_graph(graph, schedule, graph.nodes, alignment, rules, "alloc_dep")

@@ -62,4 +62,6 @@ def interleaved_nodes(graph: Graph, report: BranchReport) -> tuple[str, ...]:
 
 
 def plan(graph: Graph, schedule: Schedule, report: BranchReport, alignment: int) -> MemoryPlan:
-    return plan_graph(graph, interleaved_nodes(graph, report), alignment, Rules(), "interleave")
+    return plan_graph(
+        graph, schedule, interleaved_nodes(graph, report), alignment, Rules(), "interleave"
+    )

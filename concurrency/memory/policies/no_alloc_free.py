@@ -31,4 +31,4 @@ def flagged(graph: Graph, report: BranchReport) -> frozenset[str]:
 
 def plan(graph: Graph, schedule: Schedule, report: BranchReport, alignment: int) -> MemoryPlan:
     rules = Rules(pinned=flagged(graph, report))
-    return plan_graph(graph, graph.nodes, alignment, rules, "no_alloc_free")
+    return plan_graph(graph, schedule, graph.nodes, alignment, rules, "no_alloc_free")

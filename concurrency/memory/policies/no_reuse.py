@@ -11,4 +11,6 @@ from concurrency.memory.plan import MemoryPlan
 
 def plan(graph: Graph, schedule: Schedule, report: BranchReport, alignment: int) -> MemoryPlan:
     every = frozenset(graph.tensors)
-    return plan_graph(graph, graph.nodes, alignment, Rules(pinned=every, inplace=False), "no_reuse")
+    return plan_graph(
+        graph, schedule, graph.nodes, alignment, Rules(pinned=every, inplace=False), "no_reuse"
+    )

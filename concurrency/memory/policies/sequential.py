@@ -10,4 +10,4 @@ from concurrency.memory.plan import MemoryPlan
 
 
 def plan(graph: Graph, schedule: Schedule, report: BranchReport, alignment: int) -> MemoryPlan:
-    return plan_graph(graph, graph.nodes, alignment, Rules(), "sequential")
+    return plan_graph(graph, schedule, graph.nodes, alignment, Rules(), "sequential")
