@@ -18,11 +18,14 @@ class ConfigError(LaceError):
 class UnknownNameError(LaceError):
     """A preset, policy, detector, layer kind or mode name that LACE does not know."""
 
-    def __init__(self, what: str, name: object, known: list[str] | tuple[str, ...]) -> None:
+    def __init__(
+        self, what: str, name: object, known: list[str] | tuple[str, ...], hint: str = ""
+    ) -> None:
         self.what = what
         self.name = name
         self.known = tuple(known)
-        super().__init__(f"unknown {what} {name!r}; choose one of: {', '.join(self.known)}")
+        more = f" ({hint})" if hint else ""
+        super().__init__(f"unknown {what} {name!r}; choose one of: {', '.join(self.known)}{more}")
 
 
 class MissingToolError(LaceError):

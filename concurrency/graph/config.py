@@ -4,54 +4,78 @@ A `ModelConfig` holds exactly the hyper-parameters the llama.cpp graph builders 
 (`src/models/qwen35.cpp`, `qwen35moe.cpp`, `qwen3next.cpp`). Figures come from
 `shared/reference/gdn-reference.md` §4 and `seed-anatomy.md` §3.5; each preset records its
 source and which of its figures are not confirmed by two independent sources.
+
+`config_keys.CONFIG_KEYS` documents every key once (meaning and unit, GGUF and Hugging Face
+names, default or "required"); the `ModelConfig` docstring, `config_keys_text()` (for
+`lace models --help`) and `config_keys_markdown()` (for the README) are all made from it. A
+user config is a JSON or YAML file of these keys (`get_config` with a path; `config_file`
+reads it): a missing key that has no sensible default is an error naming it, never a silently
+borrowed preset value.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import difflib
+import re
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
+from typing import Any
 
 from concurrency.errors import ConfigError, UnknownNameError
+from concurrency.graph.config_keys import (
+    ARCHES,
+    CONFIG_KEYS,
+    KEY_ALIASES,
+    MOE_ARCHES,
+    ConfigKey,
+    required_keys,
+)
 
-ARCHES = ("qwen35", "qwen35moe", "qwen3next")
+_FILE_SUFFIX = re.compile(r"\.[A-Za-z][A-Za-z0-9]*")
+#: File extensions a config file may have, and the format of each.
+CONFIG_SUFFIXES = {".json": "JSON", ".yaml": "YAML", ".yml": "YAML"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """Hyper-parameters of a hybrid Gated DeltaNet / gated full-attention model.
 
     Names follow llama.cpp's GGUF keys where one exists: `ssm_d_state` is the GDN head size S
     (used for keys and values alike), `ssm_n_group` the key heads H_k, `ssm_dt_rank` the value
-    heads H_v, `ssm_d_conv` the conv kernel width.
+    heads H_v, `ssm_d_conv` the conv kernel width. Every field is a keyword argument; a config
+    is checked when made (one ConfigError names every impossible value).
     """
 
     name: str
     arch: str
     n_embd: int
     n_layer: int
+    n_vocab: int
     n_head: int
     n_head_kv: int
     head_dim: int
-    n_ff: int
+    rope_fraction: float = 0.25
+    n_ff: int = 0
+    ssm_d_state: int
     ssm_n_group: int
     ssm_dt_rank: int
-    ssm_d_state: int = 128
     ssm_d_conv: int = 4
     full_attention_interval: int = 4
-    n_vocab: int = 248_320
     n_expert: int = 0
     n_expert_used: int = 0
     n_ff_exp: int = 0
     n_ff_shexp: int = 0
-    rope_fraction: float = 0.25
     source: str = "user"
     verified: bool = False
     unverified_fields: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
+        if isinstance(self.unverified_fields, list):
+            object.__setattr__(self, "unverified_fields", tuple(self.unverified_fields))
         validate_config(self)
 
     # Derived sizes, named as in llama.cpp's hparams.
@@ -95,59 +119,191 @@ class ModelConfig:
 
     def replace(self, **changes: object) -> ModelConfig:
         """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, object]:
+        """Every key, as a JSON- and YAML-friendly mapping that `from_dict` reads back."""
         out = dataclasses.asdict(self)
         out["unverified_fields"] = list(self.unverified_fields)
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ModelConfig:
-        """Build a user config from a mapping (e.g. a JSON file), naming unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        """A user config from a mapping of `CONFIG_KEYS` (e.g. a parsed JSON or YAML file).
+
+        Unknown keys are named (with the LACE name when the key is a GGUF or Hugging Face
+        name); missing required keys — those without a sensible default, see
+        `required_keys` — are named all together; wrong values are named by `validate_config`.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"a config is a mapping of keys to values, not {type(data).__name__}; "
+                "`lace models --help` lists the keys"
+            )
+        unknown = [k for k in data if k not in _FIELDS]
         if unknown:
             raise ConfigError(
-                f"unknown config keys {unknown}; the keys are: {', '.join(sorted(known))}"
+                "unknown config keys: "
+                + ", ".join(_unknown_key_hint(k) for k in unknown)
+                + "; `lace models --help` lists the keys"
             )
-        missing = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.name not in data
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-        ]
+        arch = data.get("arch")
+        if "arch" in data and arch not in ARCHES:
+            raise ConfigError(f"arch {arch!r} is not one of {', '.join(ARCHES)}")
+        needed = required_keys(arch if isinstance(arch, str) else None)
+        missing = [k for k in needed if k not in data]
         if missing:
-            raise ConfigError(f"config is missing required keys {missing}")
-        values = dict(data)
-        if "unverified_fields" in values:
-            values["unverified_fields"] = tuple(values["unverified_fields"])  # type: ignore[arg-type]
-        return cls(**values)  # type: ignore[arg-type]
+            for_arch = f" (for arch {arch})" if isinstance(arch, str) else ""
+            raise ConfigError(
+                f"config is missing required keys{for_arch}: {', '.join(missing)}; these have "
+                "no sensible default (`lace models --help` says what each means)"
+            )
+        values: dict[str, Any] = dict(data)
+        fields = values.get("unverified_fields")
+        if isinstance(fields, list):
+            values["unverified_fields"] = tuple(fields)
+        return cls(**values)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+
+
+def _unknown_key_hint(key: object) -> str:
+    """`key` quoted, with the LACE key it probably means."""
+    if isinstance(key, str):
+        if key in KEY_ALIASES and KEY_ALIASES[key] != key:
+            return f"{key!r} (LACE calls it {KEY_ALIASES[key]})"
+        close = difflib.get_close_matches(key, _FIELDS, n=1)
+        if close:
+            return f"{key!r} (did you mean {close[0]}?)"
+    return repr(key)
+
+
+def _default_text(key: ConfigKey) -> str:
+    if key.default_note:
+        return key.default_note
+    default = next(f.default for f in dataclasses.fields(ModelConfig) if f.name == key.name)
+    if isinstance(default, bool):
+        text = str(default).lower()
+    elif default == ():
+        text = "[]"
+    elif isinstance(default, str):
+        text = f'"{default}"'
+    else:
+        text = str(default)
+    if not key.required_for:
+        return text
+    if set(key.required_for) == set(ARCHES):
+        return "required"
+    rest = [a for a in ARCHES if a not in key.required_for]
+    return f"required for {', '.join(key.required_for)}; {text} for {', '.join(rest)}"
+
+
+def _gguf_text(key: ConfigKey) -> str:
+    if not key.gguf:
+        return ""
+    return key.gguf if key.gguf.startswith("general.") else f"<arch>.{key.gguf}"
+
+
+def config_keys_text(width: int = 100) -> str:
+    """Every config key as plain text for a terminal (`lace models --help`): per key its
+    default or "required", its meaning and unit, and its GGUF and Hugging Face names."""
+    lines = [
+        "Config files (JSON or YAML, one mapping of these keys; `lace models --format json`",
+        "prints every preset as an example). A key marked required has no sensible default:",
+        "a file without it is an error naming it.",
+        "",
+    ]
+    pad = max(len(k.name) for k in CONFIG_KEYS) + 2
+    for k in CONFIG_KEYS:
+        names = "; ".join(
+            part
+            for part in (
+                f"GGUF {_gguf_text(k)}" if k.gguf else "",
+                f"HF {' / '.join(k.hf)}" if k.hf else "",
+            )
+            if part
+        )
+        default = _default_text(k)
+        default = default.capitalize() if default.startswith("required") else f"Default: {default}"
+        text = f"{k.meaning}. {default}." + (f" [{names}]" if names else "")
+        lines.append(
+            textwrap.fill(
+                text,
+                width=width,
+                initial_indent=f"  {k.name:<{pad}}",
+                subsequent_indent=" " * (pad + 4),
+                break_on_hyphens=False,
+            )
+        )
+    return "\n".join(lines)
+
+
+def config_keys_markdown() -> str:
+    """Every config key as a Markdown table (for the README)."""
+    rows = [
+        "| key | default | meaning (unit) | GGUF key | Hugging Face config.json |",
+        "|---|---|---|---|---|",
+    ]
+    for k in CONFIG_KEYS:
+        gguf = f"`{_gguf_text(k)}`" if k.gguf else "—"
+        hf = ", ".join(f"`{h}`" for h in k.hf) or "—"
+        rows.append(f"| `{k.name}` | {_default_text(k)} | {k.meaning} | {gguf} | {hf} |")
+    return "\n".join(rows)
+
+
+def _type_problems(cfg: ModelConfig) -> list[str]:
+    """Values of the wrong type (a string for a number, a float for a count, ...)."""
+    problems = []
+    for name in ("name", "arch", "source"):
+        value = getattr(cfg, name)
+        if not isinstance(value, str) or (name != "source" and not value.strip()):
+            problems.append(f"{name} must be a non-empty string, got {value!r}")
+    if not isinstance(cfg.verified, bool):
+        problems.append(f"verified must be true or false, got {cfg.verified!r}")
+    fields = cfg.unverified_fields
+    if not isinstance(fields, tuple) or not all(isinstance(x, str) for x in fields):
+        problems.append(f"unverified_fields must be a list of key names, got {fields!r}")
+    rope = cfg.rope_fraction
+    if isinstance(rope, bool) or not isinstance(rope, int | float):
+        problems.append(f"rope_fraction must be a number, got {rope!r}")
+    for name in _COUNTS:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{name} must be an integer, got {value!r}")
+    return problems
+
+
+_POSITIVE = (
+    "n_embd",
+    "n_layer",
+    "n_vocab",
+    "n_head",
+    "n_head_kv",
+    "head_dim",
+    "ssm_d_state",
+    "ssm_n_group",
+    "ssm_dt_rank",
+    "ssm_d_conv",
+    "full_attention_interval",
+)
+_NON_NEGATIVE = ("n_ff", "n_expert", "n_expert_used", "n_ff_exp", "n_ff_shexp")
+_COUNTS = _POSITIVE + _NON_NEGATIVE
 
 
 def validate_config(cfg: ModelConfig) -> None:
     """Raise one ConfigError naming every impossible value of `cfg`."""
-    problems: list[str] = []
+    problems = _type_problems(cfg)
+    if problems:
+        raise ConfigError(f"config {cfg.name!r}: " + "; ".join(problems))
     if cfg.arch not in ARCHES:
         problems.append(f"arch {cfg.arch!r} is not one of {', '.join(ARCHES)}")
-    positive = (
-        "n_embd",
-        "n_layer",
-        "n_head",
-        "n_head_kv",
-        "head_dim",
-        "ssm_n_group",
-        "ssm_dt_rank",
-        "ssm_d_state",
-        "ssm_d_conv",
-        "full_attention_interval",
-        "n_vocab",
-    )
-    for name in positive:
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            problems.append(f"{name} must be a positive integer, got {value!r}")
+    for name in _POSITIVE:
+        if getattr(cfg, name) <= 0:
+            problems.append(f"{name} must be a positive integer, got {getattr(cfg, name)}")
+    for name in _NON_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            problems.append(f"{name} must be ≥ 0, got {getattr(cfg, name)}")
     if problems:
         raise ConfigError(f"config {cfg.name!r}: " + "; ".join(problems))
     if cfg.ssm_dt_rank % cfg.ssm_n_group:
@@ -164,16 +320,17 @@ def validate_config(cfg: ModelConfig) -> None:
     if not 0 < cfg.rope_fraction <= 1:
         problems.append(f"rope_fraction must be in (0, 1], got {cfg.rope_fraction}")
     if cfg.arch == "qwen35" and (cfg.n_ff <= 0 or cfg.n_expert):
-        problems.append("a dense qwen35 config needs n_ff > 0 and n_expert = 0")
-    if cfg.arch in ("qwen35moe", "qwen3next"):
+        problems.append(
+            f"a dense qwen35 config needs n_ff > 0 (the FFN width) and n_expert = 0, got "
+            f"n_ff={cfg.n_ff}, n_expert={cfg.n_expert}"
+        )
+    if cfg.arch in MOE_ARCHES:
         if cfg.n_expert <= 0 or cfg.n_ff_exp <= 0:
             problems.append(f"{cfg.arch} needs n_expert > 0 and n_ff_exp > 0")
         if not 0 < cfg.n_expert_used <= cfg.n_expert:
             problems.append(
                 f"n_expert_used must be in 1..n_expert={cfg.n_expert}, got {cfg.n_expert_used}"
             )
-        if cfg.n_ff_shexp < 0:
-            problems.append(f"n_ff_shexp must be ≥ 0, got {cfg.n_ff_shexp}")
     if problems:
         raise ConfigError(f"config {cfg.name!r}: " + "; ".join(problems))
 
@@ -195,6 +352,8 @@ PRESETS: dict[str, ModelConfig] = {
             n_ff=3584,
             ssm_n_group=16,
             ssm_dt_rank=16,
+            ssm_d_state=128,
+            n_vocab=248_320,
             source=f"HF config.json fixtures and llama.cpp loader ({_GDN} c, d; {_SEED} H, O)",
             verified=True,
         ),
@@ -209,6 +368,8 @@ PRESETS: dict[str, ModelConfig] = {
             n_ff=6144,
             ssm_n_group=16,
             ssm_dt_rank=16,
+            ssm_d_state=128,
+            n_vocab=248_320,
             source=f"omegalax registry and test configs ({_GDN} c, d)",
             unverified_fields=("n_ff",),
         ),
@@ -223,6 +384,8 @@ PRESETS: dict[str, ModelConfig] = {
             n_ff=9216,
             ssm_n_group=16,
             ssm_dt_rank=32,
+            ssm_d_state=128,
+            n_vocab=248_320,
             source=f"omegalax registry, llama.cpp loader ({_GDN} c)",
             unverified_fields=("n_ff", "ssm_dt_rank", "n_head", "n_head_kv"),
         ),
@@ -237,6 +400,8 @@ PRESETS: dict[str, ModelConfig] = {
             n_ff=12288,
             ssm_n_group=16,
             ssm_dt_rank=32,
+            ssm_d_state=128,
+            n_vocab=248_320,
             source=f"transformers Qwen3_5TextConfig defaults, omegalax ({_GDN} c, e)",
             unverified_fields=("n_ff",),
         ),
@@ -251,6 +416,8 @@ PRESETS: dict[str, ModelConfig] = {
             n_ff=17408,
             ssm_n_group=16,
             ssm_dt_rank=48,
+            ssm_d_state=128,
+            n_vocab=248_320,
             source=f"several HF config fixtures, slime scripts ({_GDN} c, f, g)",
             verified=True,
         ),
@@ -265,6 +432,8 @@ PRESETS: dict[str, ModelConfig] = {
             n_ff=0,
             ssm_n_group=16,
             ssm_dt_rank=32,
+            ssm_d_state=128,
+            n_vocab=248_320,
             n_expert=256,
             n_expert_used=8,
             n_ff_exp=512,
@@ -283,6 +452,8 @@ PRESETS: dict[str, ModelConfig] = {
             n_ff=0,
             ssm_n_group=16,
             ssm_dt_rank=64,
+            ssm_d_state=128,
+            n_vocab=248_320,
             n_expert=256,
             n_expert_used=8,
             n_ff_exp=1024,
@@ -301,6 +472,8 @@ PRESETS: dict[str, ModelConfig] = {
             n_ff=0,
             ssm_n_group=16,
             ssm_dt_rank=64,
+            ssm_d_state=128,
+            n_vocab=248_320,
             n_expert=512,
             n_expert_used=10,
             n_ff_exp=1024,
@@ -319,12 +492,18 @@ PRESETS: dict[str, ModelConfig] = {
             n_ff=0,
             ssm_n_group=16,
             ssm_dt_rank=32,
+            ssm_d_state=128,
+            # Qwen3-Next keeps Qwen3's tokenizer: 151 936 tokens, not Qwen3.5's 248 320.
+            n_vocab=151_936,
             n_expert=512,
             n_expert_used=10,
             n_ff_exp=512,
             n_ff_shexp=512,
-            source=f"transformers Qwen3NextConfig defaults and a config.json copy ({_GDN} a, b)",
-            verified=True,
+            source=(
+                f"transformers Qwen3NextConfig defaults and a config.json copy ({_GDN} a, b); "
+                "n_vocab from the Qwen3NextConfig defaults only"
+            ),
+            unverified_fields=("n_vocab",),
         ),
         # The tiny model of shared/reference/llama-graph/: small enough to run everything on a CPU.
         ModelConfig(
@@ -372,32 +551,38 @@ def scaled_down(
     )
 
 
-def load_config(path: str | Path) -> ModelConfig:
-    """A user config from a JSON file with ModelConfig's keys (see `lace models --format json`
-    for examples); a missing or corrupt file gives one clear error."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {p} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold one JSON object of ModelConfig keys")
-    try:
-        return ModelConfig.from_dict(data)
-    except TypeError as exc:
-        raise ConfigError(f"config file {p}: {exc}") from None
+def get_config(name_or_config: str | PathLike[str] | ModelConfig) -> ModelConfig:
+    """A preset by name (case-insensitive), a config file (a path: `.json`, `.yaml` or
+    `.yml`, see `concurrency.graph.config_file.load_config`), or the given config unchanged.
 
-
-def get_config(name_or_config: str | ModelConfig) -> ModelConfig:
-    """A preset by name (case-insensitive), a path to a JSON config file, or the given config
-    unchanged."""
+    A string is a preset when it names one, else a file when it looks like a path (an
+    extension such as `.json` — not `.5-27b` — a slash, or an existing file)."""
     if isinstance(name_or_config, ModelConfig):
         return name_or_config
-    if str(name_or_config).endswith(".json"):
+    if isinstance(name_or_config, PathLike):
+        from concurrency.graph.config_file import load_config
+
         return load_config(name_or_config)
-    key = str(name_or_config).strip().lower()
-    if key not in PRESETS:
-        raise UnknownNameError("model", name_or_config, sorted(PRESETS))
-    return PRESETS[key]
+    if not isinstance(name_or_config, str):
+        raise ConfigError(
+            f"a model is a preset name, a config file path or a ModelConfig, not "
+            f"{type(name_or_config).__name__}"
+        )
+    key = name_or_config.strip().lower()
+    if key in PRESETS:
+        return PRESETS[key]
+    p = Path(name_or_config)
+    if _FILE_SUFFIX.fullmatch(p.suffix) or "/" in name_or_config or p.exists():
+        from concurrency.graph.config_file import load_config
+
+        return load_config(p)
+    raise UnknownNameError(
+        "model", name_or_config, sorted(PRESETS), hint="or the path of a .json or .yaml file"
+    )
+
+
+ModelConfig.__doc__ = (
+    f"{ModelConfig.__doc__}\n    Keys (`CONFIG_KEYS`; the same table as `lace models --help`):\n\n"
+    + textwrap.indent(config_keys_text(width=92), "    ")
+    + "\n"
+)
