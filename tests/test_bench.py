@@ -22,6 +22,19 @@ def test_bench_detect_27b_stack(benchmark) -> None:  # type: ignore[no-untyped-d
     assert len(rep.regions) == 128  # one mixer fork and one FFN fork per layer
 
 
+@pytest.mark.benchmark(group="build")
+def test_bench_stream_schedule_27b_stack(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """Streams, waits, the checks a Schedule makes when built and its happens-before
+    bitsets, for the 3 751-node Qwen3.5-27B decode stack."""
+    from concurrency.graph.schedule import stream_schedule
+
+    g = build_graph("qwen3.5-27b", "stack", "decode", 1)
+    report = detect_branches(g)
+    assert g.dependencies  # computed once per graph, before the measured calls
+    s = benchmark(stream_schedule, g, report)
+    assert s.n_streams == 5 and len(s.nodes) == len(g)
+
+
 def _plan_and_check_all(graph, schedule, report):  # type: ignore[no-untyped-def]
     from concurrency.memory.check import check_hazards
     from concurrency.memory.policies import POLICIES, plan_memory
