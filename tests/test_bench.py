@@ -23,11 +23,11 @@ def test_bench_detect_27b_stack(benchmark) -> None:  # type: ignore[no-untyped-d
 
 
 def _plan_and_check_all(graph, schedule, report):  # type: ignore[no-untyped-def]
-    from concurrency.memory.check import check_hazards
+    from concurrency.memory.check import check_plan
     from concurrency.memory.policies import POLICIES, plan_memory
 
     return {
-        name: len(check_hazards(graph, schedule, plan_memory(graph, schedule, report, name)))
+        name: len(check_plan(plan_memory(graph, schedule, report, name)).hazards)
         for name in POLICIES
     }
 
