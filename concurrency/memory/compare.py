@@ -71,7 +71,7 @@ def compare_policies(
         from concurrency.errors import UnknownNameError
 
         raise UnknownNameError("flow", flow, FLOWS)
-    bound = lower_bound(graph, schedule).bytes
+    bound = lower_bound(graph, schedule, alignment).bytes
     out = []
     for name in policies:
         start = time.perf_counter()
