@@ -59,7 +59,7 @@ ACCESS_KINDS = (RAW, WAR, WAW)
 HOST, HOST_STREAM = "(host)", -1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hazard:
     """One corruption: two nodes (or a node and the host), the tensors they access and the
     overlapping bytes [start, end) of the arena.
@@ -125,8 +125,19 @@ def check_plan(plan: MemoryPlan, schedule: Schedule | None = None) -> PlanCheck:
     events = _Events(graph, schedule, plan)
     found = _races(events) + _uses_after_reuse(events)
     found.sort(key=lambda f: (f[6], f[7], f[0], f[1], f[2], f[3], f[4]))
-    hazards = tuple(_hazard(events, *f) for f in found)
-    return PlanCheck(plan, graph, schedule, hazards, note)
+    n = len(graph.nodes)
+    names, streams = (*graph.nodes, HOST), (*schedule.stream, HOST_STREAM)
+    hazards = []
+    for kind, first, second, first_tensor, second_tensor, access, start, end in found:
+        a = first if 0 <= first < n else n  # the host's events all map to n
+        b = second if 0 <= second < n else n
+        hazards.append(
+            _hazard(
+                kind, names[a], names[b], streams[a], streams[b], first_tensor, second_tensor,
+                access, start, end, first == second,
+            )
+        )  # fmt: skip
+    return PlanCheck(plan, graph, schedule, tuple(hazards), note)
 
 
 # ---------------------------------------------------------------------------- accesses
@@ -179,12 +190,6 @@ class _Events:
             return a < self.n
         return b >= 0 and bool(self.ancestors[b] >> a & 1)
 
-    def node(self, event: int) -> str:
-        return self.graph.nodes[event] if 0 <= event < self.n else HOST
-
-    def stream(self, event: int) -> int:
-        return self.schedule.stream[event] if 0 <= event < self.n else HOST_STREAM
-
 
 # A finding before it becomes a Hazard: (kind, first event, second event, first tensor,
 # second tensor, access, start, end).
@@ -202,37 +207,52 @@ def _races(events: _Events) -> list[_Found]:
     count nor with the pairs that reuse bytes safely.
     """
     graph, schedule, plan = events.graph, events.schedule, events.plan
-    accesses = sorted(events.node_accesses, key=lambda a: (a[3], a[4], a[0]))
     concurrent = schedule.unordered_sets
+    # a node the schedule orders with every other node can take part in no race
+    accesses = [a for a in events.node_accesses if concurrent[a[0]]]
+    accesses.sort(key=lambda a: (a[3], a[4], a[0]))
     where = {name: k for k, name in enumerate(plan.order)}
     position = [where.get(name, len(where) + i) for i, name in enumerate(graph.nodes)]
-    n = len(graph.nodes)
-    open_by_node: dict[int, list[_Access]] = {}
-    n_open = [[0] * n, [0] * n]  # per node: open reads, open writes
-    open_mask = [0, 0]  # nodes with an open read / an open write
-    ending: list[tuple[int, int, _Access]] = []
+    open_by_node: dict[int, dict[int, _Access]] = {}  # node → its open accesses by sequence
+    open_writes: dict[int, int] = {}  # node → how many of its open accesses are writes
+    any_mask = write_mask = 0  # nodes with an open access / an open write
+    ending: list[tuple[int, int]] = []  # (end, sequence) of the open accesses
     found: list[_Found] = []
     for seq, x in enumerate(accesses):
-        while ending and ending[0][0] <= x[3]:
-            y = heappop(ending)[2]
-            open_by_node[y[0]].remove(y)
-            n_open[y[5]][y[0]] -= 1
-            if not n_open[y[5]][y[0]]:
-                open_mask[y[5]] ^= 1 << y[0]
-        mask = concurrent[x[0]] & (open_mask[1] | open_mask[0] if x[5] else open_mask[1])
+        node, start, write = x[0], x[3], x[5]
+        while ending and ending[0][0] <= start:
+            done = heappop(ending)[1]
+            y = accesses[done]
+            mine = open_by_node[y[0]]
+            del mine[done]
+            if y[5]:
+                open_writes[y[0]] -= 1
+                if not open_writes[y[0]]:
+                    write_mask ^= 1 << y[0]
+            if not mine:
+                any_mask ^= 1 << y[0]
+        mask = concurrent[node] & (any_mask if write else write_mask)
         while mask:
             low = mask & -mask
             mask ^= low
-            for y in open_by_node[low.bit_length() - 1]:
-                if x[5] or y[5]:
-                    a, b = (y, x) if position[y[0]] < position[x[0]] else (x, y)
+            for y in open_by_node[low.bit_length() - 1].values():
+                if write or y[5]:
+                    a, b = (y, x) if position[y[0]] < position[node] else (x, y)
                     access = WAW if a[5] and b[5] else (RAW if a[5] else WAR)
-                    start, end = max(a[3], b[3]), min(a[4], b[4])
-                    found.append((RACE, a[0], b[0], a[1], b[1], access, start, end))
-        open_by_node.setdefault(x[0], []).append(x)
-        n_open[x[5]][x[0]] += 1
-        open_mask[x[5]] |= 1 << x[0]
-        heappush(ending, (x[4], seq, x))
+                    found.append(
+                        (RACE, a[0], b[0], a[1], b[1], access, max(a[3], b[3]), min(a[4], b[4]))
+                    )
+        mine = open_by_node.get(node)
+        if not mine:
+            open_by_node[node] = mine = {}
+            any_mask |= 1 << node
+        mine[seq] = x
+        if write:
+            count = open_writes.get(node, 0)
+            if not count:
+                write_mask |= 1 << node
+            open_writes[node] = count + 1
+        heappush(ending, (x[4], seq))
     return found
 
 
@@ -328,21 +348,22 @@ def _in_place(graph: Graph, w: _Access, r: _Access) -> bool:
 
 # ---------------------------------------------------------------------------- sentences
 def _hazard(
-    events: _Events,
     kind: str,
-    first: int,
-    second: int,
+    na: str,
+    nb: str,
+    sa: int,
+    sb: int,
     first_tensor: str,
     second_tensor: str,
     access: str | None,
     start: int,
     end: int,
+    same_node: bool,
 ) -> Hazard:
-    na, nb = events.node(first), events.node(second)
-    sa, sb = events.stream(first), events.stream(second)
+    """The hazard between node (or host) `na` on stream `sa` and `nb` on `sb`, in words."""
     span = f"bytes {start}–{end - 1}"
     if kind == USE_AFTER_REUSE:
-        text = _reuse_sentence(na, nb, sa, sb, first_tensor, second_tensor, span, first == second)
+        text = _reuse_sentence(na, nb, sa, sb, first_tensor, second_tensor, span, same_node)
     elif access == WAR:
         text = (
             f"`{nb}` (stream {sb}) overwrites {span} of `{first_tensor}` "
