@@ -473,7 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("hazards", help="list the races of one policy's plan")
+    p = sub.add_parser(
+        "hazards", help="list the hazards (races, uses after reuse) of one policy's plan"
+    )
     add_graph_args(p)
     add_schedule_args(p)
     p.add_argument("--policy", choices=list(POLICIES), default="sequential")

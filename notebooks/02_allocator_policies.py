@@ -20,8 +20,10 @@
 # branches of a layer run on several CUDA streams that order is no longer the execution order,
 # and a recycled buffer can be overwritten while another stream still reads it. LACE plans the
 # same graph and schedule under six policies (same ggml mechanics, different rules for *when*
-# bytes may be reused), proves each plan race-free or lists its races, reproduces the corruption
-# on the CPU, and prices each safe policy against a lower bound.
+# bytes may be reused), proves each plan hazard-free or lists its hazards — races (accesses the
+# schedule leaves unordered) and uses after reuse (a writer the schedule orders before a tensor's
+# last read) — reproduces the corruption on the CPU, and prices each safe policy against a lower
+# bound.
 
 # %% tags=["parameters"]
 MODEL = "qwen3.5-27b"
@@ -45,8 +47,9 @@ from concurrency.render.tables import hazard_frame
 # %% [markdown]
 # ## One Gated DeltaNet layer under every policy
 # Four branches (qkv, alpha, beta, z) on streams 1–4, everything else on stream 0. *Lower
-# bound*: the largest total size of tensors that may be live at the same moment under this
-# schedule — no race-free plan can use less. *Efficiency* = lower bound ÷ arena.
+# bound*: the heaviest set of tensors that pairwise cannot share bytes under this schedule (on
+# one stream, the peak of live bytes) — no hazard-free plan can use less. *Efficiency* = lower
+# bound ÷ arena.
 
 # %%
 gdn = build_graph(MODEL, "gdn", "decode", BATCH)

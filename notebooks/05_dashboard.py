@@ -17,7 +17,7 @@
 # # 05 · The explorer: memory reuse beside kernel overlap
 #
 # Pick a model, a layer, a batch size, an allocator policy, the number of streams and a GPU:
-# the dashboard plans the layer's memory, checks the plan for races against the schedule, and
+# the dashboard plans the layer's memory, checks the plan for hazards under the schedule, and
 # simulates the timeline. Above: the memory map (where each tensor lives, red outlines for the
 # tensors in a hazard); below: the kernels on their streams. Click a kernel to highlight the
 # tensor it writes. The timeline is simulated (see notebook 04); no GPU is needed.

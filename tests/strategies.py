@@ -105,13 +105,6 @@ def _random_view(draw: st.DrawFn, ctx: GraphContext, a: str, k: int) -> str:
     return ctx.view(a, (count,), (), first * 4, base=f"view{k}")
 
 
-def planned_tensors(graph: Graph) -> list[str]:
-    """Tensors an allocator places: graph inputs, then non-view nodes outside caches."""
-    inputs = [n for n in graph.leafs if graph[n].is_input]
-    nodes = [n for n in graph.nodes if graph[n].view_src is None and not graph[n].external]
-    return inputs + nodes
-
-
 def random_schedules(graph: Graph) -> st.SearchStrategy[Schedule]:
     """A random stream (0–3) per node with waits for every cross-stream dependency, or (one
     time in five) the serial schedule."""
@@ -126,7 +119,7 @@ def random_schedules(graph: Graph) -> st.SearchStrategy[Schedule]:
 @st.composite
 def _plans(draw: st.DrawFn, graph: Graph, schedule: Schedule, max_offset: int) -> MemoryPlan:
     offsets: dict[str, int] = {}
-    for name in planned_tensors(graph):
+    for name in graph.planned:
         t = graph[name]
         parent = t.srcs[0] if t.srcs else None
         if t.op in INPLACE_OPS and parent in offsets and draw(st.integers(0, 3)) == 0:
@@ -163,7 +156,7 @@ def no_reuse_plan(
     offsets: dict[str, int] = {}
     sizes: dict[str, int] = {}
     end = 0
-    for name in planned_tensors(graph):
+    for name in graph.planned:
         offsets[name], sizes[name] = end, graph[name].nbytes
         end += -(-sizes[name] // ALIGNMENT) * ALIGNMENT
     return MemoryPlan(

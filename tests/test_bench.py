@@ -36,11 +36,11 @@ def test_bench_stream_schedule_27b_stack(benchmark) -> None:  # type: ignore[no-
 
 
 def _plan_and_check_all(graph, schedule, report):  # type: ignore[no-untyped-def]
-    from concurrency.memory.check import check_hazards
+    from concurrency.memory.check import check_plan
     from concurrency.memory.policies import POLICIES, plan_memory
 
     return {
-        name: len(check_hazards(graph, schedule, plan_memory(graph, schedule, report, name)))
+        name: len(check_plan(plan_memory(graph, schedule, report, name)).hazards)
         for name in POLICIES
     }
 
@@ -76,3 +76,18 @@ def test_bench_simulate_27b_stack(benchmark) -> None:  # type: ignore[no-untyped
     began = time.perf_counter()
     simulate(g, sched, "h100")
     assert time.perf_counter() - began < 1.0
+
+
+@pytest.mark.benchmark(group="check")
+def test_bench_check_sequential_plan_27b_stack(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12's budget: one plan checked for both kinds of hazard on the 64-layer stack in
+    at most 25 ms; `sequential` is the worst case (the most races to name)."""
+    from concurrency.graph.schedule import stream_schedule
+    from concurrency.memory.check import check_plan
+    from concurrency.memory.policies import plan_memory
+
+    g = build_graph("qwen3.5-27b", "stack", "decode", 1)
+    rep = detect_branches(g)
+    plan = plan_memory(g, stream_schedule(g, rep), rep, "sequential")
+    checked = benchmark(check_plan, plan)
+    assert len(checked.races) > 2000 and checked.uses_after_reuse == ()

@@ -10,7 +10,7 @@ from concurrency.graph.schedule import stream_schedule
 from concurrency.memory.engine_flow import Stored, engine_flow_plan, reserve_graphs
 from concurrency.memory.engine_hazards import engine_hazards
 from concurrency.memory.policies import plan_memory
-from tests.test_hazards import _key, oracle
+from tests.oracle_check import hazard_key, oracle_hazards
 
 
 def test_reserve_sequence_is_pp_tg_pp_at_n_ubatch() -> None:
@@ -87,7 +87,7 @@ def test_engine_hazards_match_the_brute_force_oracle(model: str, batch: int) -> 
     sched = stream_schedule(g, rep)
     plan = engine_flow_plan(g, sched, rep, "sequential", 32).plan
     result = engine_hazards(model, batch)
-    assert {_key(h) for h in result.engine} == oracle(g, sched, plan)
+    assert {hazard_key(h) for h in result.engine} == oracle_hazards(plan, sched)
 
 
 def test_races_depend_on_config_and_batch() -> None:

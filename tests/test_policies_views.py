@@ -47,11 +47,15 @@ def test_tiny_sequential_overwrites_attn_norm_from_the_z_branch() -> None:
     }
 
 
-def test_one_stream_means_no_hazards_for_any_policy() -> None:
+def test_one_stream_means_no_hazards_for_any_policy_but_interleave() -> None:
+    """One stream leaves nothing unordered, so no plan races. `interleave` plans on ggml-cuda's
+    interleaved node order, though, and one stream runs the graph's order: its plan hands
+    bytes to a writer before their tensor's last read, in every run (uses after reuse)."""
     g = build_graph("qwen3.5-9b", "stack", "decode", 2, layers=4)
     rep = detect_branches(g)
     for r in compare_policies(g, serial_schedule(g), rep, list(POLICIES)):
-        assert r.hazards == (), r.policy
+        kinds = {h.kind for h in r.hazards}
+        assert kinds == ({"use after reuse"} if r.policy == "interleave" else set()), r.policy
 
 
 def test_cpu_runs_show_the_race_only_for_unsafe_policies() -> None:
@@ -123,7 +127,7 @@ def test_run_rejects_large_models_with_the_fix(capsys: pytest.CaptureFixture[str
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from concurrency.memory.check import check_hazards  # noqa: E402
+from concurrency.memory.check import check_plan  # noqa: E402
 from concurrency.memory.policies import plan_memory  # noqa: E402
 from tests.strategies import random_graphs, random_schedules  # noqa: E402
 
@@ -138,15 +142,15 @@ def test_safe_policies_never_race_on_random_graphs(data: st.DataObject) -> None:
     sched = stream_schedule(g, rep, data.draw(st.integers(1, 8)))
     for name in SAFE:
         plan = plan_memory(g, sched, rep, name, alignment=32)
-        assert check_hazards(g, sched, plan) == [], name
+        assert check_plan(plan).hazards == (), name
     anything = data.draw(random_schedules(g))
     for name in ("happens_before", "no_reuse"):
         plan = plan_memory(g, anything, rep, name, alignment=32)
-        assert check_hazards(g, anything, plan) == [], name
+        assert check_plan(plan).hazards == (), name
 
 
 @settings(max_examples=100)
 @given(g=random_graphs())
 def test_one_stream_sequential_is_race_free_on_random_graphs(g) -> None:  # type: ignore[no-untyped-def]
     plan = plan_memory(g, serial_schedule(g), detect_branches(g), "sequential", alignment=32)
-    assert check_hazards(g, serial_schedule(g), plan) == []
+    assert check_plan(plan).hazards == ()

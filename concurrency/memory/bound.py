@@ -1,23 +1,47 @@
-"""A lower bound on the arena of any race-free plan: the largest total size of planned tensors
-that may be live at the same moment under a schedule.
+"""A lower bound on the arena of any hazard-free plan: the heaviest set of planned tensors
+that must pairwise get disjoint bytes under a schedule.
 
-Tensor X is *over before* tensor Y when every node that touches X happens before the node that
-writes Y (or is that node, when Y may legally take X's bytes in place). "Over before" is a
-partial order; two tensors not ordered by it may be live together, so a race-free plan must
-give them disjoint bytes. The tensors of any set that is pairwise unordered (an antichain)
-therefore need their sizes' sum in bytes: the bound is the maximum-weight antichain, found
-exactly with a max-flow (weighted Dilworth / König).
+Each planned, non-empty tensor X (`Graph.planned`) is *created* by one write: the host's, for
+a graph input (the host writes the inputs one after another, in leaf order, before the first
+node), or its node's. Its *accesses* are that write, every node that reads or writes its
+memory (directly or through a view), and the host's read after the last node when X is an
+output. X is *over before* Y when every access of X happens before Y's creation, or is Y's
+writer reading X when Y may legally take X's bytes in place (op in INPLACE_OPS, reading X or
+a view of X with Y's shape, strides and dtype). Only then may a plan give Y bytes of X: if
+some access of X does not happen before Y's creation, it is unordered with it (a race) or
+comes after it (a use after reuse, `concurrency.memory.check`). "Over before" is a partial
+order, so every pair of tensors in an antichain (a set pairwise not over before) needs
+disjoint bytes, and the arena needs at least their sizes' sum. `lower_bound` is exactly the
+maximum-weight antichain, found with a max-flow (weighted Dilworth / König).
+
+What that is:
+
+* One stream: the peak of live bytes. A tensor is live from its creation to its last access
+  (inputs from the host's write of them, outputs to the end); at each node every tensor the
+  node reads and writes is live, except that a result that may take a source's bytes in
+  place shares them (the source, never smaller, is counted). The bound is the largest live
+  total over the nodes and the host's input writes.
+* Several streams: the heaviest set of tensors that are pairwise unordered by "over before".
+  Each pair may be live together in some run, but the whole set need not be live at once in
+  any single run, so the bound can exceed every run's peak of live bytes; it is still a lower
+  bound on the arena, because each pair needs disjoint bytes.
+
+Sizes are rounded up to `alignment`, as the allocator reserves them (`MemoryPlan.sizes`):
+the bound is a lower bound on `MemoryPlan.arena_bytes` of any hazard-free plan that, like
+ggml-alloc and every LACE policy, gives each tensor whole aligned bytes from its creation to
+its last access. (A plan that let a tensor overlap the part of another that is never read
+again could go lower.)
 
 For speed the graph is cut at barrier nodes (every earlier node happens before them, and they
 happen before every later node): no antichain spans a barrier, so each stretch between two
-barriers is solved on its own. With one stream every node is a barrier and the bound is the
-classic peak of live bytes.
+barriers is solved on its own.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from heapq import heappop, heappush
 from itertools import pairwise
 
 from concurrency.graph.ir import INPLACE_OPS, VIEW_OPS, Graph
@@ -26,7 +50,7 @@ from concurrency.graph.schedule import Schedule
 
 @dataclass(frozen=True)
 class LowerBound:
-    """The bound, and one set of tensors that attains it."""
+    """The bound in bytes, and one set of tensors that attains it."""
 
     bytes: int
     tensors: tuple[str, ...]
@@ -35,56 +59,56 @@ class LowerBound:
 @dataclass(frozen=True)
 class _Life:
     name: str
-    size: int
-    writer: int  # node index; -1 for graph inputs (written by the host before the graph)
-    touches: int  # bitset of node indices that write or read it
-    first: int  # smallest index touching it (writer, or first reader for inputs)
-    last: int  # largest index touching it
+    size: int  # bytes, rounded up to the alignment
+    created: int  # node index of its writer; graph inputs: -m … -1 (the host, leaf order)
+    touches: int  # bitset of the node indices that read or write its memory
+    last: int  # last access: the largest touching node index, n for an output
+    output: bool
+    in_place_at: frozenset[int]  # nodes whose result may take its bytes in place
 
 
-def _lives(graph: Graph) -> list[_Life]:
-    planned = [
-        n
-        for n in (*graph.leafs, *graph.nodes)
-        if graph[n].is_input
-        or (graph[n].op != "NONE" and not graph[n].is_view and not graph[n].external)
-    ]
-    touches: dict[str, int] = {n: 0 for n in planned}
-    for i, n in enumerate(graph.nodes):
-        t = graph[n]
+def _lives(graph: Graph, alignment: int) -> list[_Life]:
+    n = len(graph.nodes)
+    planned = [x for x in graph.planned if graph[x].nbytes]
+    inputs = [x for x in planned if graph[x].is_input]
+    created = {x: k - len(inputs) for k, x in enumerate(inputs)}
+    touches = dict.fromkeys(planned, 0)
+    in_place: dict[str, set[int]] = {x: set() for x in planned}
+    for i, name in enumerate(graph.nodes):
+        t = graph[name]
         if t.op in VIEW_OPS:
             continue
-        for name in (n, *t.srcs):
-            base = graph.base(name)
-            if base in touches:
-                touches[base] |= 1 << i
+        if name in touches:
+            created[name] = i
+        layout = (t.shape, t.strides_bytes, t.dtype)
+        for x in (name, *t.srcs):
+            tx = graph[x]
+            base = graph.base(x)
+            if base not in touches or not tx.nbytes:
+                continue
+            touches[base] |= 1 << i
+            same_layout = (tx.shape, tx.strides_bytes, tx.dtype) == layout
+            if x != name and t.op in INPLACE_OPS and same_layout:
+                in_place[base].add(i)
     out = []
-    for n in planned:
-        t = graph[n]
-        bits = touches[n]
-        if t.nbytes == 0 or bits == 0:
-            continue
-        writer = -1 if t.is_input else graph.index[n]
-        out.append(
-            _Life(n, t.nbytes, writer, bits, (bits & -bits).bit_length() - 1, bits.bit_length() - 1)
-        )
+    for x in planned:
+        bits, output = touches[x], graph[x].is_output
+        last = n if output else max(bits.bit_length() - 1, created[x])
+        size = -(-graph[x].nbytes // alignment) * alignment
+        out.append(_Life(x, size, created[x], bits, last, output, frozenset(in_place[x])))
     return out
 
 
-def _over_before(graph: Graph, schedule: Schedule, x: _Life, y: _Life) -> bool:
-    if y.writer < 0 or graph[x.name].is_output:
+def _over_before(schedule: Schedule, x: _Life, y: _Life) -> bool:
+    """Every access of x happens before y's creation (or is y's in-place read of x)."""
+    if x.output:
         return False
-    others = x.touches & ~(1 << y.writer)
-    if others & ~schedule.ancestors(y.writer):
+    w = y.created
+    if w < 0:  # y is an input: only an input written earlier and never touched by a node
+        return x.created < w and not x.touches
+    if x.touches >> w & 1 and w not in x.in_place_at:
         return False
-    if x.touches >> y.writer & 1:  # y's writer reads x: only fine if it may work in place
-        ty, tx = graph[y.name], graph[x.name]
-        return ty.op in INPLACE_OPS and (ty.shape, ty.strides_bytes, ty.dtype) == (
-            tx.shape,
-            tx.strides_bytes,
-            tx.dtype,
-        )
-    return True
+    return not (x.touches & ~(1 << w) & ~schedule.ancestors(w))
 
 
 def _barriers(schedule: Schedule) -> list[int]:
@@ -103,26 +127,41 @@ def _barriers(schedule: Schedule) -> list[int]:
     return out
 
 
-def lower_bound(graph: Graph, schedule: Schedule) -> LowerBound:
-    """The maximum total size of planned tensors that may be live at once under `schedule`."""
-    lives = _lives(graph)
+def lower_bound(graph: Graph, schedule: Schedule, alignment: int = 1) -> LowerBound:
+    """The heaviest set of planned tensors that pairwise need disjoint bytes under `schedule`
+    (sizes rounded up to `alignment`): see the module docstring for what it is exactly."""
+    lives = sorted(_lives(graph, alignment), key=lambda x: x.created)
     cuts = _barriers(schedule)
-    edges = [-1, *cuts, len(graph.nodes)]
+    first = -len(lives) - 1  # before every host write
+    edges = [first, *cuts, len(graph.nodes) + 1]
     best = LowerBound(0, ())
-    seen: set[frozenset[str]] = set()
+    active: dict[str, _Life] = {}  # the lives with created <= hi and last > lo
+    ending: list[tuple[int, str]] = []
+    k = 0
+    changed = False
     for lo, hi in pairwise(edges):
-        group = [x for x in lives if x.first <= hi and x.last > lo]
-        key = frozenset(x.name for x in group)
-        if not group or key in seen:
-            continue
-        seen.add(key)
-        found = _max_antichain(graph, schedule, group)
+        while ending and ending[0][0] <= lo:
+            del active[heappop(ending)[1]]
+            changed = True
+        while k < len(lives) and lives[k].created <= hi:
+            x = lives[k]
+            k += 1
+            if x.last > lo:
+                active[x.name] = x
+                heappush(ending, (x.last, x.name))
+                changed = True
+        if not changed or not active:
+            continue  # the same group as the stretch before
+        changed = False
+        if sum(x.size for x in active.values()) <= best.bytes:
+            continue  # even all of them together would not beat the best so far
+        found = _max_antichain(schedule, list(active.values()))
         if found.bytes > best.bytes:
             best = found
     return best
 
 
-def _max_antichain(graph: Graph, schedule: Schedule, group: list[_Life]) -> LowerBound:
+def _max_antichain(schedule: Schedule, group: list[_Life]) -> LowerBound:
     """Max-weight antichain = total weight − max flow in the split network (König)."""
     k = len(group)
     src, dst = 2 * k, 2 * k + 1
@@ -143,7 +182,7 @@ def _max_antichain(graph: Graph, schedule: Schedule, group: list[_Life]) -> Lowe
         add(src, i, x.size)
         add(k + i, dst, x.size)
         for j, y in enumerate(group):
-            if i != j and _over_before(graph, schedule, x, y):
+            if i != j and _over_before(schedule, x, y):
                 add(i, k + j, big)
     flow = _dinic(graph_edges, head, cap, src, dst)
     # antichain from the min cut: left side reachable and right side unreachable

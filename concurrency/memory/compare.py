@@ -10,7 +10,7 @@ from concurrency.graph.branches import BranchReport
 from concurrency.graph.ir import Graph
 from concurrency.graph.schedule import Schedule
 from concurrency.memory.bound import lower_bound
-from concurrency.memory.check import Hazard, check_hazards
+from concurrency.memory.check import Hazard, check_plan
 from concurrency.memory.plan import MemoryPlan
 from concurrency.memory.policies import DEFAULT_ALIGNMENT, plan_memory
 
@@ -71,7 +71,7 @@ def compare_policies(
         from concurrency.errors import UnknownNameError
 
         raise UnknownNameError("flow", flow, FLOWS)
-    bound = lower_bound(graph, schedule).bytes
+    bound = lower_bound(graph, schedule, alignment).bytes
     out = []
     for name in policies:
         start = time.perf_counter()
@@ -82,7 +82,7 @@ def compare_policies(
         else:
             plan = plan_memory(graph, schedule, report, name, alignment)
         elapsed_ms = (time.perf_counter() - start) * 1e3
-        hazards = tuple(check_hazards(graph, schedule, plan))
+        hazards = check_plan(plan, schedule).hazards
         out.append(PolicyResult(name, plan, hazards, bound, elapsed_ms))
     return out
 

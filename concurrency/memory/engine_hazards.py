@@ -14,7 +14,7 @@ from concurrency.graph.branches import detect_branches
 from concurrency.graph.builders import build_graph
 from concurrency.graph.ir import Graph
 from concurrency.graph.schedule import stream_schedule
-from concurrency.memory.check import Hazard, check_hazards
+from concurrency.memory.check import Hazard, check_plan
 from concurrency.memory.engine_flow import engine_flow_plan
 from concurrency.memory.plan import MemoryPlan
 from concurrency.memory.policies import plan_memory
@@ -93,8 +93,8 @@ def engine_hazards(
     return EngineHazards(
         model,
         batch,
-        tuple(check_hazards(graph, schedule, engine)),
-        tuple(check_hazards(graph, schedule, alone)),
+        check_plan(engine, schedule).hazards,
+        check_plan(alone, schedule).hazards,
         graph,
         engine,
     )

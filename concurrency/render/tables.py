@@ -74,11 +74,12 @@ def batch_sweep(
 
 
 def hazard_frame(hazards: Iterable[Hazard], tensor: str | None = None) -> pd.DataFrame:
-    """One row per hazard (kind, nodes, streams, bytes, sentence); only those touching
-    `tensor` when it is given."""
+    """One row per hazard (kind: race or use after reuse, the access pair of a race, nodes,
+    streams, bytes, sentence); only those touching `tensor` when it is given."""
     rows = [
         {
             "kind": h.kind,
+            "access": h.access or "",
             "first node": h.first_node,
             "stream": h.first_stream,
             "second node": h.second_node,

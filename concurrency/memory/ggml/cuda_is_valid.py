@@ -28,7 +28,7 @@ def is_valid_ggml(
     overlap the join node's buffer are skipped; the region is rejected if a write range
     overlaps one on another stream (found with ggml's lower_bound probe), or if a branch node
     reads a node mapped to another stream. Sources outside the mapping (the fork output, graph
-    inputs, state gathers) are never examined: that is the blind spot `check_hazards` covers.
+    inputs, state gathers) are never examined: that is the blind spot `check_plan` covers.
     Tensors outside the arena (caches, weights) are skipped, where ggml compares their device
     pointers; they never share bytes with the arena.
     """
