@@ -9,10 +9,10 @@ Mechanics: ggml's walk (`concurrency.memory.ggml.gallocr.Planner`) with four hoo
 Each block of bytes (a tensor and the in-place chain reusing it) records, as a bitset, the
 nodes that access it (`begin_node`: a node's sources; `end_node`: the node itself; view ops
 move no bytes). Freed bytes keep that bitset as their `clear` (`HappensBeforeAllocator`), a
-new tensor takes only bytes whose `clear` lies in the schedule's ancestors of its writer, and
-in-place reuse asks the same of the parent's block. Bits of nodes that happen before every
-later node (`Schedule.settled_at`) are forgotten as the walk passes them, which keeps the free
-list short.
+new tensor takes only bytes whose `clear` lies in the schedule's ancestors of its writer (shares
+no node with `blocked`), and in-place reuse asks the same of the parent's block. Bits of
+nodes that happen before every later node (`Schedule.settled_at`) are forgotten as the walk
+passes them, which keeps the free list short.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ class HappensBeforePlanner(Planner):
         super().__init__(graph, schedule, alignment, rules)
         self.block: dict[str, str] = {}  # tensor → the tensor that first took its bytes
         self.access: dict[str, int] = {}  # block → bitset of node indices touching it
-        self.current = -1  # graph index of the node being planned (-1: the leafs)
+        # The nodes that neither happen before the node being planned nor are it: bytes
+        # they touched are not ready for it (none while the leafs are planned).
+        self.blocked = 0
         self.settle_queue: dict[int, list[int]] = {}
         for m, at in enumerate(schedule.settled_at):
             self.settle_queue.setdefault(at, []).append(m)
@@ -43,20 +45,13 @@ class HappensBeforePlanner(Planner):
     def new_allocator(self, alignment: int) -> HappensBeforeAllocator:
         return HappensBeforeAllocator(alignment)
 
-    def ready(self, clear: int) -> bool:
-        """Every node in `clear` (but the writer itself) precedes the writer."""
-        if self.current < 0:
-            return True
-        clear &= ~(1 << self.current)
-        return clear & ~self.schedule.ancestors(self.current) == 0
-
     def take_bytes(self, name: str, size: int) -> int:
         self.block[name] = name
-        return self.alloc.alloc(size, self.ready)
+        return self.alloc.alloc(size, self.blocked)
 
     def take_over(self, name: str, parent: str) -> bool:
         block = self.block[parent]
-        if not self.ready(self.access.get(block, 0)):
+        if self.access.get(block, 0) & self.blocked:
             return False
         self.block[name] = block
         return True
@@ -64,15 +59,18 @@ class HappensBeforePlanner(Planner):
     def recycle(self, name: str, offset: int, size: int) -> None:
         self.alloc.free(offset, size, self.access.get(self.block[name], 0))
 
-    def touch(self, name: str, index: int) -> None:
-        """Record that node `index` accesses `name`'s bytes."""
-        view_src = self.t[name].view_src
-        block = self.block.get(name if view_src is None else view_src)
-        if block is not None:
-            self.access[block] = self.access.get(block, 0) | (1 << index)
+    def touch(self, names: tuple[str, ...], index: int) -> None:
+        """Record that node `index` accesses the bytes of each of `names`."""
+        tensors, blocks, access = self.t, self.block, self.access
+        bit = 1 << index
+        for name in names:
+            view_src = tensors[name].view_src
+            block = blocks.get(name if view_src is None else view_src)
+            if block is not None:
+                access[block] = access.get(block, 0) | bit
 
     def begin_node(self, index: int, name: str) -> None:
-        self.current = index
+        self.blocked = ~self.schedule.ancestors(index) & ~(1 << index)
         settling = self.settle_queue.get(index)
         if settling is not None:
             for m in settling:
@@ -80,12 +78,11 @@ class HappensBeforePlanner(Planner):
             self.alloc.settle(self.settled)
         t = self.t[name]
         if t.op not in VIEW_OPS:  # views move no bytes
-            for s in t.srcs:
-                self.touch(s, index)
+            self.touch(t.srcs, index)
 
     def end_node(self, index: int, name: str) -> None:
         if self.t[name].op not in VIEW_OPS:
-            self.touch(name, index)
+            self.touch((name,), index)
 
 
 def plan(graph: Graph, schedule: Schedule, report: BranchReport, alignment: int) -> MemoryPlan:

@@ -3,8 +3,9 @@ remember which nodes touched them last.
 
 A free block is kept as a run of touching *pieces*; each piece carries `clear`, a bitset of
 the node indices whose accesses must precede the next writer of those bytes (the old tensor's
-writer and readers). `alloc(size, ready)` only uses pieces whose `clear` the caller accepts
-(every such node happens before the new writer): ready pieces that touch count as one run;
+writer and readers). `alloc(size, blocked)` only uses *ready* pieces, whose `clear` shares no
+node with `blocked` (the caller's nodes that do not happen before the new writer): ready
+pieces that touch count as one run;
 best fit (ties to the later run, as ggml's `<=`) runs over the ready runs inside the blocks
 other than the last, and otherwise the lowest ready run of the last block that fits (its
 never-used tail always does) takes the tensor, carved from the run's start. A freed range
@@ -17,7 +18,6 @@ count as one (ggml can leave them apart with a zero-size block between).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from concurrency.memory.ggml.tallocr import UNBOUNDED, DynAllocator, FreeBlock, align_up
@@ -28,10 +28,6 @@ class FreePiece(FreeBlock):
     """Free bytes and the nodes whose accesses must precede their next writer."""
 
     clear: int = 0
-
-
-def _always(_: int) -> bool:
-    return True
 
 
 class HappensBeforeAllocator(DynAllocator):
@@ -52,7 +48,7 @@ class HappensBeforeAllocator(DynAllocator):
                 out.append((p.offset, p.size))
         return out
 
-    def _runs(self, ready: Callable[[int], bool]) -> list[tuple[int, int, bool]]:
+    def _runs(self, blocked: int) -> list[tuple[int, int, bool]]:
         """Ready runs (offset, size, in_last_block) in address order."""
         pieces = self.free_blocks
         runs: list[tuple[int, int, bool]] = []
@@ -61,7 +57,7 @@ class HappensBeforeAllocator(DynAllocator):
             last_start -= 1
         prev_end = -1
         for i, p in enumerate(pieces):
-            if not ready(p.clear):
+            if p.clear & blocked:
                 prev_end = -1
                 continue
             in_last = i >= last_start
@@ -70,13 +66,13 @@ class HappensBeforeAllocator(DynAllocator):
                 runs[-1] = (off, size + p.size, in_last)
             else:
                 runs.append((p.offset, p.size, in_last))
-            prev_end = p.end
+            prev_end = p.offset + p.size
         return runs
 
-    def alloc(self, size: int, ready: Callable[[int], bool] = _always) -> int:
-        """Offset for `size` bytes (rounded up) in pieces whose `clear` is `ready`."""
+    def alloc(self, size: int, blocked: int = 0) -> int:
+        """Offset for `size` bytes (rounded up) in pieces whose `clear` avoids `blocked`."""
         size = align_up(size, self.alignment)
-        runs = self._runs(ready)
+        runs = self._runs(blocked)
         best, best_size = -1, UNBOUNDED + 1
         for offset, run_size, in_last in runs:
             if not in_last and size <= run_size <= best_size:
