@@ -5,7 +5,7 @@ reuse obeys the same rule. Safe for the schedule it is planned for, with no pinn
 only for that one: the same regions spread over other streams can race (the plan records its
 schedule; re-check it under another).
 
-Mechanics: ggml's walk (`concurrency.memory.ggml.gallocr.Planner`) with four hooks overridden.
+Mechanics: ggml's walk (`concurrency.memory.ggml.gallocr.Planner`) with its hooks overridden.
 Each block of bytes (a tensor and the in-place chain reusing it) records, as a bitset, the
 nodes that access it (`begin_node`: a node's sources; `end_node`: the node itself; view ops
 move no bytes). Freed bytes keep that bitset as their `clear` (`HappensBeforeAllocator`), a
