@@ -228,10 +228,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"{_graph_id(graph)}, {schedule.n_streams} stream(s), "
         f"lower bound {format_bytes(results[0].lower_bound_bytes)}"
     )
-    print(f"{'policy':16} {'arena':>12} {'bound/arena':>11} {'hazards':>8} {'plan ms':>8}")
+    w = max(len(name) for name in POLICIES)
+    print(f"{'policy':{w}} {'arena':>12} {'bound/arena':>11} {'hazards':>8} {'plan ms':>8}")
     for r in results:
         print(
-            f"{r.policy:16} {format_bytes(r.arena_bytes):>12} {r.efficiency:>11.3f} "
+            f"{r.policy:{w}} {format_bytes(r.arena_bytes):>12} {r.efficiency:>11.3f} "
             f"{len(r.hazards):>8} {r.planning_ms:>8.2f}"
         )
     return 0
@@ -304,10 +305,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{_graph_id(graph)}, {schedule.n_streams} stream(s), numpy backend, "
         f"float32 arena vs float64 reference (tolerance {args.tolerance:g})"
     )
-    print(f"{'policy':16} {'seed':>5} {'max rel error':>14}  verdict")
+    w = max(len(name) for name in POLICIES)
+    print(f"{'policy':{w}} {'seed':>5} {'max rel error':>14}  verdict")
     for r in rows:
         verdict = "matches" if r["matches"] else "WRONG (race)"
-        print(f"{r['policy']:16} {r['seed']:>5} {r['max_rel_error']:>14.3e}  {verdict}")
+        print(f"{r['policy']:{w}} {r['seed']:>5} {r['max_rel_error']:>14.3e}  {verdict}")
     return 0
 
 

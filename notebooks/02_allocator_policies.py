@@ -19,11 +19,10 @@
 # ggml's allocator recycles a tensor's bytes right after its last reader *in node order*. Once the
 # branches of a layer run on several CUDA streams that order is no longer the execution order,
 # and a recycled buffer can be overwritten while another stream still reads it. LACE plans the
-# same graph and schedule under six policies (same ggml mechanics, different rules for *when*
-# bytes may be reused), proves each plan hazard-free or lists its hazards — races (accesses the
-# schedule leaves unordered) and uses after reuse (a writer the schedule orders before a tensor's
-# last read) — reproduces the corruption on the CPU, and prices each safe policy against a lower
-# bound.
+# same graph and schedule under six policies on ggml's mechanics (different rules for *when*
+# bytes may be reused) and, for comparison outside ggml, under PyTorch's CUDA caching allocator
+# with and without `record_stream`; it proves each plan race-free or lists its races,
+# reproduces the corruption on the CPU, and prices each safe policy against a lower bound.
 
 # %% tags=["parameters"]
 MODEL = "qwen3.5-27b"
@@ -47,9 +46,8 @@ from concurrency.render.tables import hazard_frame
 # %% [markdown]
 # ## One Gated DeltaNet layer under every policy
 # Four branches (qkv, alpha, beta, z) on streams 1–4, everything else on stream 0. *Lower
-# bound*: the heaviest set of tensors that pairwise cannot share bytes under this schedule (on
-# one stream, the peak of live bytes) — no hazard-free plan can use less. *Efficiency* = lower
-# bound ÷ arena.
+# bound*: the largest total size of tensors that may be live at the same moment under this
+# schedule — no race-free plan can use less. *Efficiency* = lower bound ÷ arena.
 
 # %%
 gdn = build_graph(MODEL, "gdn", "decode", BATCH)
@@ -59,10 +57,11 @@ results = {r.policy: r for r in compare_policies(gdn, schedule, report, list(POL
 policy_frame(results.values())
 
 # %% [markdown]
-# `sequential` (ggml today) and `interleave` (#16991's reordering) have hazards; the four
-# others have none. The memory map shows where: rectangles are tensors from their writer to
-# their last access, coloured by the stream that writes them; red outlines mark tensors in a
-# hazard.
+# `sequential` (ggml today) and `interleave` (#16991's reordering) have hazards; the other ggml
+# policies have none, and here neither has PyTorch's allocator (its arena is its reserved
+# memory: whole 2 MiB and 20 MiB segments; the section on PyTorch below shows when it races).
+# The memory map shows where: rectangles are tensors from their writer to their last access,
+# coloured by the stream that writes them; red outlines mark tensors in a hazard.
 
 # %%
 seq = results["sequential"]
@@ -94,6 +93,30 @@ small_report = detect_branches(small)
 small_schedule = stream_schedule(small, small_report)
 (small_seq,) = compare_policies(small, small_schedule, small_report, ["sequential"])
 hazard_frame(small_seq.hazards, tensor="attn_norm-0")
+
+# %% [markdown]
+# ## Outside ggml: PyTorch's caching allocator
+# vLLM and SGLang overlap work on side streams in eager PyTorch. Its caching allocator keeps a
+# pool per stream: a freed block is reused only by a later allocation on the stream that
+# allocated it, unless `record_stream` marked other streams' uses (then it waits for them).
+# With each branch on its own stream, as above, no branch stream allocates again inside the
+# layer, so nothing races. With one auxiliary stream, as those engines use, `q_l2` and `k_l2`
+# (made on the side stream, read by the GDN op on the main stream) go back to the side
+# stream's pool as soon as the GDN op is issued, and the z projection, issued next on the side
+# stream, takes their bytes while the GDN op may still read them. `record_stream` closes it.
+
+# %%
+aux_schedule = stream_schedule(gdn, report, max_streams=2)
+torch_results = {
+    r.policy: r
+    for r in compare_policies(
+        gdn, aux_schedule, report, ["sequential", "torch_caching", "torch_record_stream"]
+    )
+}
+policy_frame(torch_results.values())
+
+# %%
+hazard_frame(torch_results["torch_caching"].hazards)
 
 # %% [markdown]
 # ## What ggml-cuda's own check sees
@@ -139,7 +162,8 @@ pd.DataFrame(policy_runs(small, small_schedule, small_report, list(POLICIES), ra
 # Arena ÷ lower bound per policy (dashed: plans with hazards). `happens_before` reuses bytes as
 # soon as the schedule proves the old tensor's accesses are over, so it stays closest to the
 # bound; `alloc_dep` keeps a region's tensors until its last join; `no_alloc_free` never frees
-# them; `no_reuse` never reuses anything.
+# them; `no_reuse` never reuses anything. PyTorch's pair pays for whole segments per stream,
+# which weighs most at small batches.
 
 # %%
 sweep = pd.DataFrame(policy_sweep(MODEL, "gdn", BATCHES, list(POLICIES)))

@@ -24,7 +24,7 @@ else:  # pragma: no cover - Python 3.10: pytest itself depends on tomli there
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("numpy", "pandas", "pyarrow", "altair", "graphviz", "ipywidgets", "yaml")
-# Renamed from check_hazards by a parallel change; resolves once that lands.
+# check_plan (formerly check_hazards).
 PENDING = {"check_plan"}
 
 

@@ -135,8 +135,8 @@ from tests.strategies import random_graphs, random_schedules  # noqa: E402
 @settings(max_examples=150)
 @given(data=st.data())
 def test_safe_policies_never_race_on_random_graphs(data: st.DataObject) -> None:
-    """Region policies are safe for the stream schedule of their regions; happens_before and
-    no_reuse for any schedule at all."""
+    """Region policies are safe for the stream schedule of their regions; happens_before,
+    no_reuse and torch_record_stream for any schedule at all."""
     g = data.draw(random_graphs())
     rep = detect_branches(g)
     sched = stream_schedule(g, rep, data.draw(st.integers(1, 8)))
@@ -144,7 +144,7 @@ def test_safe_policies_never_race_on_random_graphs(data: st.DataObject) -> None:
         plan = plan_memory(g, sched, rep, name, alignment=32)
         assert check_plan(plan).hazards == (), name
     anything = data.draw(random_schedules(g))
-    for name in ("happens_before", "no_reuse"):
+    for name in ("happens_before", "no_reuse", "torch_record_stream"):
         plan = plan_memory(g, anything, rep, name, alignment=32)
         assert check_plan(plan).hazards == (), name
 

@@ -12,6 +12,10 @@ ever grows). So a decode step's memory sharing is decided by the n_ubatch-token 
 Policies and the flow: `sequential`, `interleave`, `alloc_dep`, `happens_before` and
 `no_reuse` follow it (their reserve plans are replayed); `no_alloc_free` does not: #21897
 forces a fresh plan on every evaluation that carries its flag, in the same (grown) buffer.
+Nor do `torch_caching` and `torch_record_stream`: eager PyTorch has no stored plan, every
+evaluation places its tensors afresh (the buffer shown is the largest reserved memory of the
+reserve graphs and the graph itself, each run on its own; the cache carried from one run to
+the next is not modelled).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from concurrency.memory.policies import plan_memory
 DEFAULT_N_UBATCH = 512
 DEFAULT_N_BATCH = 2048  # llama_context_default_params; n_outputs_max defaults to it
 FLOWS = ("engine", "graph")
-REPLANNING_POLICIES = ("no_alloc_free",)
+REPLANNING_POLICIES = ("no_alloc_free", "torch_caching", "torch_record_stream")
 
 Slot = tuple[int | None, int]  # (offset, size_max): ggml's tensor_alloc without buffer id
 

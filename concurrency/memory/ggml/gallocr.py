@@ -11,11 +11,15 @@ Ported rule by rule from ggml-alloc.c (llama-cpp-python 0.3.36):
    with no children and no views is freed (a view passes the release on to its `view_src`
    once that has no views and no children left); outputs are never freed.
 
-`Rules` carries what the policies change: tensors never to free (and never to reuse in place),
-extra "keep alive until" dependencies (#27301's dependency nodes, honoured exactly as ggml's
-scheduler inserts them: a NONE node after `until` whose sources are the kept tensors), whether
-in-place reuse is allowed, and for `happens_before` the schedule whose order a reuse must
-respect.
+`Rules` carries what the region policies change: tensors never to free (and never to reuse in
+place), extra "keep alive until" dependencies (#27301's dependency nodes, honoured exactly as
+ggml's scheduler inserts them: a NONE node after `until` whose sources are the kept tensors),
+and whether in-place reuse is allowed; its defaults are ggml's own.
+
+`Planner` is the walk. A policy that decides reuse differently subclasses it and overrides its
+hooks (`new_allocator`, `take_bytes`, `take_over`, `recycle`, `begin_node`, `end_node`); every
+default does exactly what ggml does (or nothing), so the port stays ggml's rule by rule.
+`happens_before` is the one such policy (`concurrency.memory.policies.happens_before`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from concurrency.graph.ir import INPLACE_OPS, VIEW_OPS, Graph
+from concurrency.graph.ir import INPLACE_OPS, Graph
 from concurrency.graph.schedule import Schedule
 from concurrency.memory.ggml.tallocr import DynAllocator, align_up
 from concurrency.memory.plan import MemoryPlan
@@ -37,7 +41,6 @@ class Rules:
     pinned: frozenset[str] = frozenset()
     keep_until: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     inplace: bool = True
-    respect: Schedule | None = None
 
 
 @dataclass
@@ -46,7 +49,6 @@ class _Hash:
     n_views: int = 0
     allocated: bool = False
     offset: int = -1
-    block: str = ""  # the tensor that first took these bytes (in-place chains share it)
 
 
 def plan_graph(
@@ -56,17 +58,22 @@ def plan_graph(
     alignment: int,
     rules: Rules,
     policy: str,
+    planner: type[Planner] | None = None,
 ) -> MemoryPlan:
-    """Plan `graph`'s compute buffer visiting nodes in `order` under `rules`; the plan
-    records `schedule` as the one it is meant to run under."""
-    return _Planner(graph, alignment, rules).run(order, policy, schedule)
+    """Plan `graph`'s compute buffer visiting nodes in `order` under `rules` (with ggml's
+    `Planner`, or a policy's subclass); the plan records `schedule` as the one it is meant
+    to run under."""
+    return (planner or Planner)(graph, schedule, alignment, rules).run(order, policy)
 
 
-class _Planner:
-    def __init__(self, graph: Graph, alignment: int, rules: Rules) -> None:
+class Planner:
+    """`ggml_gallocr_alloc_graph_impl` for one graph; hooks for policies (defaults: ggml)."""
+
+    def __init__(self, graph: Graph, schedule: Schedule, alignment: int, rules: Rules) -> None:
         self.g = graph
+        self.schedule = schedule
         self.rules = rules
-        self.alloc = DynAllocator(alignment, coalesce=rules.respect is not None)
+        self.alloc = self.new_allocator(alignment)
         self.alignment = alignment
         self.t = dict(graph.tensors)  # plain dict: the walk looks tensors up ~10⁵ times
         self.hash: defaultdict[str, _Hash] = defaultdict(_Hash)
@@ -74,23 +81,37 @@ class _Planner:
         self.sizes: dict[str, int] = {}
         self.freed_after: dict[str, str] = {}
         self.inplace_of: dict[str, str] = {}
-        self.access: dict[str, int] = {}  # block → bitset of node indices touching it
-        self.current = -1  # graph index of the node being planned
 
     def h(self, name: str) -> _Hash:
         return self.hash[name]
 
+    # ------------------------------------------------------------------ hooks (ggml's defaults)
+    def new_allocator(self, alignment: int) -> DynAllocator:
+        """The free list the walk allocates from."""
+        return DynAllocator(alignment)
+
+    def take_bytes(self, name: str, size: int) -> int:
+        """Fresh bytes for tensor `name`: ggml_dyn_tallocr_alloc."""
+        return self.alloc.alloc(size)
+
+    def take_over(self, name: str, parent: str) -> bool:
+        """Last say on `name` reusing `parent`'s bytes in place, asked once every ggml
+        condition holds; True means the reuse happens. ggml: always."""
+        return True
+
+    def recycle(self, name: str, offset: int, size: int) -> None:
+        """Give `size` bytes at `offset`, part of tensor `name`'s memory, back to the pool."""
+        self.alloc.free(offset, size)
+
+    def begin_node(self, index: int, name: str) -> None:
+        """Called before node `index` (`name`) is planned. ggml: nothing."""
+
+    def end_node(self, index: int, name: str) -> None:
+        """Called once node `index` has memory, before its sources are released."""
+
     # ------------------------------------------------------------------ ggml's predicates
     def is_allocated(self, name: str) -> bool:
         return self.t[name].external or self.hash[name].allocated
-
-    def ready(self, clear: int) -> bool:
-        """happens_before: every node in `clear` (but the writer itself) precedes the writer."""
-        sched = self.rules.respect
-        if sched is None or self.current < 0:
-            return True
-        clear &= ~(1 << self.current)
-        return clear & ~sched.ancestors(self.current) == 0
 
     def same_layout(self, a: str, b: str) -> bool:
         ta, tb = self.g[a], self.g[b]
@@ -108,10 +129,7 @@ class _Planner:
                 if self.try_inplace(name, parent):
                     return
         size = t.nbytes
-        hn.offset = (
-            self.alloc.alloc(size, self.ready) if self.rules.respect else self.alloc.alloc(size)
-        )
-        hn.block = name
+        hn.offset = self.take_bytes(name, size)
         self.offsets[name] = hn.offset
         self.sizes[name] = align_up(size, self.alignment)
 
@@ -126,20 +144,18 @@ class _Planner:
         ph = self.h(parent)
         if ph.n_children != 1 or ph.n_views != 0:
             return False
-        if not self.ready(self.access.get(ph.block, 0)):
+        if not self.take_over(name, parent):
             return False
         # (ggml's branch for a view parent cannot be taken: views are never "allocated".)
         hn = self.h(name)
-        hn.offset, hn.block = ph.offset, ph.block
+        hn.offset = ph.offset
         ph.allocated = False
         self.offsets[name] = hn.offset
         self.sizes[name] = self.sizes[parent]
         self.inplace_of[name] = parent
         node_size = align_up(self.g[name].nbytes, self.alignment)
         if self.sizes[parent] > node_size:  # ggml_gallocr_free_extra_space
-            self.alloc.free(
-                ph.offset + node_size, self.sizes[parent] - node_size, self.access.get(ph.block, 0)
-            )
+            self.recycle(name, ph.offset + node_size, self.sizes[parent] - node_size)
         return True
 
     def free(self, name: str, after: str) -> None:
@@ -147,7 +163,7 @@ class _Planner:
         if t.is_output or name in self.rules.pinned:
             return
         hn = self.h(name)
-        self.alloc.free(hn.offset, t.nbytes, self.access.get(hn.block, 0))
+        self.recycle(name, hn.offset, t.nbytes)
         hn.allocated = False
         self.freed_after[name] = after
 
@@ -166,18 +182,11 @@ class _Planner:
         elif ph.allocated:
             self.free(parent, after)
 
-    def touch(self, name: str, index: int) -> None:
-        """Record that node `index` accesses `name`'s bytes (for the happens_before rule)."""
-        t = self.t[name]
-        base = t.view_src if t.view_src is not None else name
-        block = self.h(base).block
-        if block:
-            self.access[block] = self.access.get(block, 0) | (1 << index)
-
     # ------------------------------------------------------------------ the walk
-    def run(self, order: Sequence[str], policy: str, schedule: Schedule) -> MemoryPlan:
+    def run(self, order: Sequence[str], policy: str) -> MemoryPlan:
         tensors, hashes, keep = self.t, self.hash, self.rules.keep_until
         allocate, release = self.allocate, self.release
+        begin_node, end_node = self.begin_node, self.end_node
         for leaf in self.g.leafs:  # graph_optimize reorders nodes only: leafs keep their order
             allocate(leaf)
         for name in order:  # counting pass
@@ -192,31 +201,17 @@ class _Planner:
                     allocate(s)
             for kept in keep.get(name, ()):  # the dependency node inserted after `name`
                 hashes[kept].n_children += 1
-        respect = self.rules.respect
-        settle_queue: dict[int, list[int]] = {}
-        if respect is not None:
-            for m, at in enumerate(respect.settled_at):
-                settle_queue.setdefault(at, []).append(m)
-        settled = 0
         index = self.g.index
         for name in order:
             t = tensors[name]
-            self.current = index[name]
-            if respect is not None:
-                if self.current in settle_queue:
-                    for m in settle_queue[self.current]:
-                        settled |= 1 << m
-                    self.alloc.settle(settled)
-                if t.op not in VIEW_OPS:  # views move no bytes
-                    for s in t.srcs:
-                        self.touch(s, self.current)
+            i = index[name]
+            begin_node(i, name)
             for s in t.srcs:
                 ts = tensors[s]  # only leafs can still be unplaced here
                 if ts.view_src is None and not ts.external and not hashes[s].allocated:
                     allocate(s)
             allocate(name)
-            if respect is not None and t.op not in VIEW_OPS:
-                self.touch(name, self.current)
+            end_node(i, name)
             for s in t.srcs:
                 release(s, name)
             for kept in keep.get(name, ()):
@@ -231,5 +226,5 @@ class _Planner:
             freed_after=self.freed_after,
             inplace_of=self.inplace_of,
             graph=self.g,
-            schedule=schedule,
+            schedule=self.schedule,
         )

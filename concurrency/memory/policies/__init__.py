@@ -1,5 +1,8 @@
-"""Allocator policies: the same ggml mechanics, differing only in when a tensor's bytes may be
-recycled. One module each; `POLICIES` maps names to planners and `plan_memory` runs one.
+"""Allocator policies: when a tensor's bytes may be recycled. The first six share ggml's
+mechanics (the port in `concurrency.memory.ggml`) and differ only in that; the PyTorch pair
+models another allocator, PyTorch's CUDA caching allocator, on the same graph and schedule, so
+the same hazard class shows outside ggml. One module each; `POLICIES` maps names to planners
+and `plan_memory` runs one.
 
 | policy | origin | recycled … | safe with streams |
 |---|---|---|---|
@@ -9,6 +12,12 @@ recycled. One module each; `POLICIES` maps names to planners and `plan_memory` r
 | alloc_dep | PR #27301 | not before the region's last join has been computed | yes |
 | happens_before | LACE | once every access of the old tensor happens before the new writer | yes |
 | no_reuse | baseline | never (and no in-place reuse) | yes |
+| torch_caching | PyTorch's caching allocator | after the last reference, on its own stream | no |
+| torch_record_stream | same + record_stream | same, once recorded streams' events completed | yes |
+
+`torch_caching` is PyTorch eager on side streams as vLLM and SGLang use it: a block returns
+to the pool of the stream that allocated it, so uses on other streams race with its reuse;
+`torch_record_stream` calls `Tensor.record_stream` for every such use, as they must.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from concurrency.memory.policies import (
     no_alloc_free,
     no_reuse,
     sequential,
+    torch_caching,
 )
 
 #: CUDA's buffer alignment (ggml_backend_cuda_buffer_type_get_alignment); ggml's CPU uses 32.
@@ -41,12 +51,15 @@ POLICIES: dict[str, Planner] = {
     "alloc_dep": alloc_dep.plan,
     "happens_before": happens_before.plan,
     "no_reuse": no_reuse.plan,
+    "torch_caching": torch_caching.plan,
+    "torch_record_stream": torch_caching.plan_record_stream,
 }
 
 #: Policies whose plans are race-free under the schedule they were planned for. (`alloc_dep`,
 #: `no_alloc_free` and `no_reuse` stay safe under any schedule of the same fork regions;
-#: `happens_before` relies on that one schedule's order and must be re-checked under another.)
-SAFE_POLICIES = ("no_alloc_free", "alloc_dep", "happens_before", "no_reuse")
+#: `happens_before` and `torch_record_stream` rely on that one schedule's order and streams
+#: and must be re-checked under another.)
+SAFE_POLICIES = ("no_alloc_free", "alloc_dep", "happens_before", "no_reuse", "torch_record_stream")
 
 
 def plan_memory(
