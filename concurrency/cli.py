@@ -191,8 +191,8 @@ def add_context_args(p: argparse.ArgumentParser) -> None:
         "--n-ctx",
         type=_positive_int,
         default=DEFAULT_N_CTX,
-        help=f"context size in tokens (KV cells; default {DEFAULT_N_CTX}, "
-        "llama_context_default_params' value)",
+        help=f"context size in tokens (KV cells, a multiple of 256 for the engine flow; "
+        f"default {DEFAULT_N_CTX}, llama_context_default_params' value)",
     )
     p.add_argument(
         "--n-ubatch",

@@ -74,6 +74,8 @@ def test_n_ctx_and_n_ubatch_shape_the_reserve() -> None:
     assert EngineFlow("tiny", "stack", None, 1, n_ctx=1024, n_ubatch=128).pp.label == "pp128"
     with pytest.raises(LaceError, match="n_ubatch must be a positive integer"):
         EngineFlow("tiny", "stack", None, 1, n_ubatch=0)
+    with pytest.raises(LaceError, match="use --n-ctx 512"):
+        EngineFlow("tiny", "stack", None, 1, n_ctx=300)
 
 
 def test_a_live_graph_of_another_context_is_refused() -> None:

@@ -337,18 +337,6 @@ class EngineFlowResult:
     reserves: tuple[str, ...]  # reserve graphs, in order ("pp512", "tg1", "pp512"); () for live
     rule: str
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "policy": self.policy,
-            "rule": self.rule,
-            "replayed": self.replayed,
-            "plan_source": self.source,
-            "planned_graph": self.planned_graph,
-            "planned_arena_bytes": self.planned.arena_bytes,
-            "buffer_bytes": self.buffer_bytes,
-            "reserves": list(self.reserves),
-        }
-
 
 class EngineFlow:
     """The engine's context for one model, layer kind, layer count and batch: the reserve
@@ -371,6 +359,12 @@ class EngineFlow:
         for what, v in (("n_ctx", n_ctx), ("n_ubatch", n_ubatch), ("n_batch", n_batch)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"{what} must be a positive integer, got {v!r}")
+        if n_ctx % KV_PAD:
+            padded = math.ceil(n_ctx / KV_PAD) * KV_PAD
+            raise ConfigError(
+                f"llama.cpp pads the context to a multiple of {KV_PAD} cells ({n_ctx} → "
+                f"{padded}); use --n-ctx {padded} so the graphs match the engine's"
+            )
         self.config = get_config(config)
         self.layer = layer
         if layer == "stack":

@@ -1,8 +1,9 @@
 """Which races the seed's concurrency would really hit in llama.cpp.
 
 The hazard checker run on the engine's own offsets (the reserve plan replayed into the decode
-graph, `concurrency.memory.engine_flow`) under the multi-stream schedule, next to what a plan of the
-decode graph alone predicts — per layer kind, model and batch size.
+graph, `concurrency.memory.engine_flow`) under the multi-stream schedule, next to what a plan of
+the decode graph alone predicts — per site (GDN layer, attention layer, FFN or MoE fork), model
+and batch size.
 """
 
 from __future__ import annotations
