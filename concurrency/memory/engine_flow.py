@@ -47,6 +47,7 @@ from concurrency.graph.builders import build_graph
 from concurrency.graph.config import ModelConfig, get_config
 from concurrency.graph.ir import Graph, Tensor
 from concurrency.graph.schedule import DEFAULT_MAX_STREAMS, Schedule, stream_schedule
+from concurrency.memory.bound import lower_bound
 from concurrency.memory.ggml.tallocr import align_up
 from concurrency.memory.plan import MemoryPlan
 from concurrency.memory.policies import POLICIES, plan_memory
@@ -303,8 +304,6 @@ class ReserveGraph:
 
     @cached_property
     def lower_bound_bytes(self) -> int:
-        from concurrency.memory.bound import lower_bound
-
         return lower_bound(self.graph, self.schedule).bytes
 
 
