@@ -177,16 +177,69 @@ def add_schedule_args(p: argparse.ArgumentParser) -> None:
         choices=("engine", "graph"),
         default=None,
         help="engine: offsets as llama.cpp places them (reserve n_ubatch-token graphs, then "
-        "replay); graph: plan this graph alone. Default: engine for --layer stack (a whole "
-        "llama.cpp graph), graph for single layers",
+        "replay or re-plan by each policy's rule); graph: plan this graph alone. Default: "
+        "engine for --layer stack (a whole llama.cpp graph), graph for single layers",
+    )
+    add_context_args(p)
+
+
+def add_context_args(p: argparse.ArgumentParser) -> None:
+    """--n-ctx and --n-ubatch: the llama.cpp context the graphs and the engine flow use."""
+    from concurrency.memory.engine_flow import DEFAULT_N_CTX, DEFAULT_N_UBATCH
+
+    p.add_argument(
+        "--n-ctx",
+        type=_positive_int,
+        default=DEFAULT_N_CTX,
+        help=f"context size in tokens (KV cells, a multiple of 256 for the engine flow; "
+        f"default {DEFAULT_N_CTX}, llama_context_default_params' value)",
+    )
+    p.add_argument(
+        "--n-ubatch",
+        type=_positive_int,
+        default=DEFAULT_N_UBATCH,
+        help=f"tokens per ubatch: the engine reserves its compute buffer on an n_ubatch-token "
+        f"graph (default {DEFAULT_N_UBATCH})",
     )
 
 
 def _schedule_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    graph = graph_from_args(args)
+    graph = build_graph(
+        args.model, args.layer, args.mode, args.batch, args.tokens, args.layers, n_ctx=args.n_ctx
+    )
     report = detect_branches(graph, args.detector)
     schedule = stream_schedule(graph, report, args.max_streams)
     return graph, report, schedule
+
+
+def _engine_from_args(args: argparse.Namespace, graph: Graph):  # type: ignore[no-untyped-def]
+    """The engine context (built once for every policy) when the engine flow is used."""
+    if _flow(args) != "engine":
+        return None
+    from concurrency.memory.engine_flow import EngineFlow
+
+    return EngineFlow.for_graph(
+        graph, detector=args.detector, max_streams=args.max_streams, n_ubatch=args.n_ubatch
+    )
+
+
+def _flow_line(args: argparse.Namespace, engine) -> str:  # type: ignore[no-untyped-def]
+    """The flow and its context settings, defaults named, for the head of a table."""
+    from concurrency.memory.engine_flow import DEFAULT_N_CTX, DEFAULT_N_UBATCH
+
+    ctx = f"n_ctx {args.n_ctx}" + (" (default)" if args.n_ctx == DEFAULT_N_CTX else "")
+    if engine is None:
+        return f"graph flow (this graph planned alone), {ctx}"
+    ub = f"n_ubatch {args.n_ubatch}" + (" (default)" if args.n_ubatch == DEFAULT_N_UBATCH else "")
+    reserves = ", ".join(r.label for r in engine.reserves)
+    return f"engine flow ({ctx}, {ub}; reserves {reserves}), detector {args.detector}"
+
+
+def _flow_json(args: argparse.Namespace, engine) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    doc: dict[str, object] = {"flow": _flow(args), "n_ctx": args.n_ctx, "detector": args.detector}
+    if engine is not None:
+        doc |= engine.settings()
+    return doc
 
 
 def _flow(args: argparse.Namespace) -> str:
@@ -205,7 +258,10 @@ def _policies(name: str) -> list[str]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from concurrency.memory.sites import format_sites
+
     graph, report, schedule = _schedule_from_args(args)
+    engine = _engine_from_args(args, graph)
     results = compare_policies(
         graph,
         schedule,
@@ -213,51 +269,69 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _policies(args.policy),
         args.alignment,
         flow=_flow(args),
-        max_streams=args.max_streams,
+        engine=engine,
     )
     rows = [r.row() for r in results]
     if args.format == "json":
-        print(
-            json.dumps(
-                {"graph": _graph_id(graph), "streams": schedule.n_streams, "policies": rows},
-                indent=1,
-            )
-        )
+        doc = {"graph": _graph_id(graph), "streams": schedule.n_streams, **_flow_json(args, engine)}
+        print(json.dumps({**doc, "policies": rows}, indent=1))
         return 0
+    print(f"{_graph_id(graph)}, {schedule.n_streams} stream(s); {_flow_line(args, engine)}")
+    if engine is not None:
+        print(
+            "arena and bound: of the graph each plan was made for ('plan of'); hazards: of the "
+            "live graph with the offsets it runs with"
+        )
+    w = max(len(r.policy) for r in results)
     print(
-        f"{_graph_id(graph)}, {schedule.n_streams} stream(s), "
-        f"lower bound {format_bytes(results[0].lower_bound_bytes)}"
+        f"{'policy':{w}} {'plan of':14} {'arena':>10} {'bound':>10} {'bound/arena':>11} "
+        f"{'buffer':>10} {'hazards':>7}  {'by site':18} {'ms':>7}"
     )
-    w = max(len(name) for name in POLICIES)
-    print(f"{'policy':{w}} {'arena':>12} {'bound/arena':>11} {'hazards':>8} {'plan ms':>8}")
     for r in results:
         print(
-            f"{r.policy:{w}} {format_bytes(r.arena_bytes):>12} {r.efficiency:>11.3f} "
-            f"{len(r.hazards):>8} {r.planning_ms:>8.2f}"
+            f"{r.policy:{w}} {r.planned_graph:14} {format_bytes(r.arena_bytes):>10} "
+            f"{format_bytes(r.lower_bound_bytes):>10} {r.efficiency:>11.3f} "
+            f"{format_bytes(r.buffer_bytes):>10} {len(r.hazards):>7}  "
+            f"{format_sites(r.sites):18} {r.planning_ms:>7.1f}"
         )
+    if engine is not None:
+        print("where each plan comes from:")
+        for r in results:
+            print(f"  {r.policy}: {r.source}")
     return 0
 
 
 def cmd_hazards(args: argparse.Namespace) -> int:
+    from concurrency.memory.sites import SiteMap, format_sites
+
     graph, report, schedule = _schedule_from_args(args)
+    engine = _engine_from_args(args, graph)
     (result,) = compare_policies(
-        graph,
-        schedule,
-        report,
-        [args.policy],
-        args.alignment,
-        flow=_flow(args),
-        max_streams=args.max_streams,
+        graph, schedule, report, [args.policy], args.alignment, flow=_flow(args), engine=engine
     )
+    sites = SiteMap(graph, report)
     if args.format == "json":
-        print(json.dumps([dataclasses.asdict(h) for h in result.hazards], indent=1))
+        doc = {
+            "graph": _graph_id(graph),
+            "policy": args.policy,
+            "streams": schedule.n_streams,
+            **_flow_json(args, engine),
+            "planned_graph": result.planned_graph,
+            "plan_source": result.source,
+            "hazards_by_site": dict(result.sites),
+            "hazards": [
+                {**dataclasses.asdict(h), "site": sites.hazard_site(h)} for h in result.hazards
+            ],
+        }
+        print(json.dumps(doc, indent=1))
         return 0
     print(
         f"{_graph_id(graph)}, policy {args.policy}, {schedule.n_streams} stream(s): "
-        f"{len(result.hazards)} hazard(s)"
+        f"{len(result.hazards)} hazard(s) ({format_sites(result.sites)})"
     )
+    print(f"{_flow_line(args, engine)}; offsets: {result.source}")
     for h in result.hazards[: args.limit]:
-        print(f"  [{h.kind}] {h.explanation}")
+        print(f"  [{h.kind}, {sites.hazard_site(h)}] {h.explanation}")
     if len(result.hazards) > args.limit:
         print(f"  … {len(result.hazards) - args.limit} more (raise --limit)")
     return 0
@@ -265,24 +339,24 @@ def cmd_hazards(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Execute the graph on the CPU in each policy's arena and compare with float64."""
-    from concurrency.execute.numpy_arena import check_plan
+    from concurrency.execute.numpy_arena import compare_runs
 
     graph, report, schedule = _schedule_from_args(args)
+    engine = _engine_from_args(args, graph)
     seeds = range(args.seed, args.seed + args.seeds)
     rows = []
     for name in _policies(args.policy):
-        if _flow(args) == "engine":
-            from concurrency.memory.engine_flow import engine_flow_plan
-
-            plan = engine_flow_plan(
-                graph, schedule, report, name, args.alignment, max_streams=args.max_streams
-            ).plan
+        if engine is not None:
+            placed = engine.plan(graph, schedule, report, name, args.alignment)
+            plan, source = placed.plan, placed.source
         else:
             plan = plan_memory(graph, schedule, report, name, args.alignment)
-        for r in check_plan(graph, schedule, plan, seeds, input_seed=args.seed):
+            source = "planned on this graph"
+        for r in compare_runs(graph, schedule, plan, seeds, input_seed=args.seed):
             rows.append(
                 {
                     "policy": name,
+                    "plan_source": source,
                     "seed": r.seed,
                     "max_rel_error": r.error,
                     "matches": r.ok(args.tolerance),
@@ -294,6 +368,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 {
                     "graph": _graph_id(graph),
                     "streams": schedule.n_streams,
+                    **_flow_json(args, engine),
                     "tolerance": args.tolerance,
                     "runs": rows,
                 },
@@ -305,7 +380,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{_graph_id(graph)}, {schedule.n_streams} stream(s), numpy backend, "
         f"float32 arena vs float64 reference (tolerance {args.tolerance:g})"
     )
-    w = max(len(name) for name in POLICIES)
+    print(_flow_line(args, engine))
+    if engine is not None:
+        for name, source in dict.fromkeys((r["policy"], r["plan_source"]) for r in rows):
+            print(f"  {name}: {source}")
+    w = max(len(str(r["policy"])) for r in rows)
     print(f"{'policy':{w}} {'seed':>5} {'max rel error':>14}  verdict")
     for r in rows:
         verdict = "matches" if r["matches"] else "WRONG (race)"
@@ -322,7 +401,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     from concurrency.oracle.ggml_lib import Ggml
 
     ggml = Ggml.load()
-    rows = fidelity_table(ggml, preset_cases(args.models, args.batches), args.detector)
+    models = args.models or list(ORACLE_MODELS)
+    rows = fidelity_table(ggml, preset_cases(models, args.batches), args.detector)
     if args.format == "json":
         print(json.dumps([r.row() for r in rows], indent=1))
     else:
@@ -337,43 +417,85 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     return 0 if all(r.equal for r in rows) else 1
 
 
+ENGINE_MODELS = ("tiny", "qwen3.5-27b", "qwen3.5-35b-a3b", "qwen3-next-80b-a3b")
+ORACLE_MODELS = ("tiny", "qwen3.5-0.8b", "qwen3.5-27b")
+
+
 def _engine_fidelity(args: argparse.Namespace) -> int:
     """Two tables: LACE's graphs and offsets against the engine's, for scaled-down configs;
-    the races the engine's own offsets produce under the seed's schedule, per preset."""
+    the races the engine's own offsets produce under the seed's schedule, per preset. A run
+    that cannot probe the engine (no llama-cpp-python) fails with the reason."""
     from concurrency.graph.config import get_config, scaled_down
     from concurrency.memory.engine_hazards import engine_hazard_table
+    from concurrency.memory.sites import format_sites
+    from concurrency.oracle.engine import llama_version, probe
+    from concurrency.oracle.engine_compare import CPU_ALIGNMENT, engine_fidelity
 
-    ok = True
-    try:
-        from concurrency.oracle.engine import probe
-        from concurrency.oracle.engine_compare import engine_fidelity
-
-        print("LACE vs the running engine (random-weight GGUF, CPU, n_ctx 512, n_ubatch 512)")
-        print(
-            f"{'config':34} {'nodes':>6} {'node mismatches':>16} {'offsets checked':>16} "
-            f"{'offset mismatches':>18}"
-        )
-        for name in args.models:
-            cfg = scaled_down(get_config(name))
-            for b in args.batches:
-                fid = engine_fidelity(probe(cfg, b, args.tokens), cfg)
-                ok &= not fid.graph_mismatches and not fid.offset_mismatches
-                print(
-                    f"{fid.label:34} {fid.nodes:>6} {len(fid.graph_mismatches):>16} "
-                    f"{fid.compute_tensors:>16} {len(fid.offset_mismatches):>18}"
-                )
-    except LaceError as exc:
-        print(f"engine comparison skipped: {exc}")
-    print()
-    print(
-        "Races under the multi-stream schedule: the engine's offsets (reserve pp512, replayed)"
-        " vs a plan of the decode graph alone (4-layer stacks, sequential)"
+    models = args.models or list(ENGINE_MODELS)
+    version = llama_version()  # no llama-cpp-python: a MissingToolError naming the fix
+    fids = [
+        engine_fidelity(probe(cfg, b, args.tokens, n_ubatch=args.n_ubatch, n_ctx=args.n_ctx), cfg)
+        for cfg in (scaled_down(get_config(name)) for name in models)
+        for b in args.batches
+    ]
+    races = engine_hazard_table(models, args.batches, n_ctx=args.n_ctx, n_ubatch=args.n_ubatch)
+    ok = all(not f.graph_mismatches and not f.offset_mismatches for f in fids)
+    setting = {
+        "llama_cpp_python": version,
+        "backend": "CPU",
+        "alignment": CPU_ALIGNMENT,
+        "n_ctx": args.n_ctx,
+        "n_ubatch": args.n_ubatch,
+        "prompt_tokens": args.tokens,
+        "batches": list(args.batches),
+        "weights": "random (scaled-down configs, head structure kept)",
+    }
+    summary = {
+        "configs": len(fids),
+        "node_mismatches": sum(len(f.graph_mismatches) for f in fids),
+        "offset_mismatches": sum(len(f.offset_mismatches) for f in fids),
+        "compute_tensors_checked": sum(f.compute_tensors for f in fids),
+        "ok": ok,
+    }
+    race_note = (
+        "4-layer stacks, sequential, CPU alignment: the engine's offsets (reserve, then "
+        "replay) vs a plan of the decode graph alone, under the multi-stream schedule"
     )
-    rows = [r.row() for r in engine_hazard_table(args.models, args.batches)]
-    keys = list(rows[0])
-    print("  ".join(f"{k:>14}" for k in keys))
-    for r in rows:
-        print("  ".join(f"{r[k]!s:>14}" for k in keys))
+    if args.format == "json":
+        doc = {
+            "engine": setting,
+            "summary": summary,
+            "configs": [f.row() for f in fids],
+            "races": {"what": race_note, "rows": [r.row() for r in races]},
+        }
+        print(json.dumps(doc, indent=1))
+        return 0 if ok else 1
+    print(
+        f"LACE vs the running engine (llama-cpp-python {version}, random-weight GGUF, CPU, "
+        f"n_ctx {args.n_ctx}, n_ubatch {args.n_ubatch}, prompt {args.tokens} tokens/sequence)"
+    )
+    print(
+        f"{'config':38} {'nodes':>6} {'node mismatches':>16} {'offsets checked':>16} "
+        f"{'offset mismatches':>18}"
+    )
+    for f in fids:
+        print(
+            f"{f.label:38} {f.nodes:>6} {len(f.graph_mismatches):>16} "
+            f"{f.compute_tensors:>16} {len(f.offset_mismatches):>18}"
+        )
+    print(
+        f"{summary['node_mismatches']} node and {summary['offset_mismatches']} offset "
+        f"mismatches in {len(fids)} configs"
+    )
+    print()
+    print(f"Races under the multi-stream schedule ({race_note})")
+    print(
+        f"{'model':20} {'B':>2} {'engine hazards (by site)':34} {'decode plan alone (by site)':34}"
+    )
+    for r in races:
+        eng = f"{len(r.engine)} ({format_sites(r.sites('engine'))})"
+        alone = f"{len(r.graph_only)} ({format_sites(r.sites('graph'))})"
+        print(f"{r.model:20} {r.batch:>2} {eng:34} {alone:34}")
     return 0 if ok else 1
 
 
@@ -445,9 +567,9 @@ def _read_json(path: str, what: str) -> dict[str, object]:
 
 
 def _graph_id(graph: Graph) -> str:
-    m = graph.meta
-    extra = f" T={m.tokens}" if m.mode == "prefill" else ""
-    return f"{m.model} {m.layer} {m.mode} B={m.batch}{extra}"
+    from concurrency.memory.compare import graph_label
+
+    return graph_label(graph)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -507,7 +629,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("fidelity", help="compare LACE's plans with ggml-alloc itself")
-    p.add_argument("--models", nargs="+", default=["tiny", "qwen3.5-0.8b", "qwen3.5-27b"])
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help=f"presets (default {' '.join(ORACLE_MODELS)}; with --engine "
+        f"{' '.join(ENGINE_MODELS)}, scaled down)",
+    )
     p.add_argument("--batches", nargs="+", type=_positive_int, default=[1, 4])
     p.add_argument(
         "--detector",
@@ -524,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tokens", type=_positive_int, default=8, help="prompt tokens per sequence (--engine)"
     )
+    add_context_args(p)
     p.set_defaults(func=cmd_fidelity)
 
     p = sub.add_parser("simulate", help="predict a timeline on a GPU spec: streams vs one")

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-LLAMA_DUMP = SHARED / "reference" / "llama-graph" / "qwen35-tiny-b1.json"
+LLAMA_DUMP = Path(__file__).resolve().parent / "data" / "llama-graph" / "qwen35-tiny-b1.json"
 
 settings.register_profile(
     "ci",
@@ -45,7 +43,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def llama_dump() -> dict:
-    """The real llama.cpp node dump of the tiny model (shared/reference/llama-graph)."""
-    if not LLAMA_DUMP.exists():
-        pytest.skip(f"reference dump not found at {LLAMA_DUMP}")
+    """The real llama.cpp node dump of the tiny model (a copy of the project's reference
+    dump, tests/data/llama-graph; readable listing in shared/reference/llama-graph)."""
     return json.loads(LLAMA_DUMP.read_text())

@@ -74,6 +74,36 @@ def test_bench_plan_27b_stack(benchmark, policy: str) -> None:  # type: ignore[n
     assert set(plan.offsets) == set(g.planned)
 
 
+def _engine_flow_all(graph, schedule, report):  # type: ignore[no-untyped-def]
+    """The engine's flow for every policy: the context (reserve graphs, their branches and
+    schedules) built once, each policy's reserve plans, replay or re-plan, and its check."""
+    from concurrency.memory.check import check_plan
+    from concurrency.memory.engine_flow import EngineFlow
+    from concurrency.memory.policies import POLICIES
+
+    flow = EngineFlow.for_graph(graph, detector=report.detector)
+    out = {}
+    for name in POLICIES:
+        placed = flow.plan(graph, schedule, report, name, 128)
+        out[name] = (placed.source, len(check_plan(placed.plan, schedule).hazards))
+    return out
+
+
+@pytest.mark.benchmark(group="plan")
+def test_bench_engine_flow_all_policies_27b_stack(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12's budget: every policy planned in the engine's flow (context included) plus
+    its hazard check on the 64-layer Qwen3.5-27B decode stack, well under 1 s on one core."""
+    from concurrency.graph.schedule import stream_schedule
+    from concurrency.memory.policies import SAFE_POLICIES
+
+    g = build_graph("qwen3.5-27b", "stack", "decode", 1, n_ctx=512)
+    rep = detect_branches(g)
+    sched = stream_schedule(g, rep)
+    result = benchmark(_engine_flow_all, g, sched, rep)
+    assert result["sequential"] == ("replays the pp512 reserve plan", 768)
+    assert all(result[name][1] == 0 for name in SAFE_POLICIES)
+
+
 @pytest.mark.benchmark(group="simulate")
 def test_bench_simulate_27b_stack(benchmark) -> None:  # type: ignore[no-untyped-def]
     """Issue 5's budget: simulating the 64-layer Qwen3.5-27B decode stack on the

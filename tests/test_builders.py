@@ -1,5 +1,6 @@
 """Graph builders: shapes from the reference, and node-for-node agreement with a real
-llama.cpp graph (shared/reference/llama-graph, observed with the engine's eval callback)."""
+llama.cpp graph (tests/data/llama-graph: a copy of the reference dump, observed with the
+engine's eval callback)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from concurrency.execute.numpy_arena import (
     MAX_ARENA_BYTES,
     arena_run,
     arena_run_detailed,
-    check_plan,
+    compare_runs,
     gated_delta_rule,
     linearization,
     make_inputs,
@@ -262,7 +262,7 @@ def test_no_reuse_plan_matches_reference_under_every_schedule(
     graph = tiny_graph(layer, mode, batch)
     plan = no_reuse_plan(graph)
     for schedule in (serial_schedule(graph), stream_schedule(graph, detect_branches(graph))):
-        results = check_plan(graph, schedule, plan, range(5))
+        results = compare_runs(graph, schedule, plan, range(5))
         assert all(r.ok(TOL) for r in results), [r.error for r in results]
 
 
@@ -272,7 +272,7 @@ def test_moe_stack_runs_and_matches_in_the_arena() -> None:
         graph[n].op for n in graph.nodes
     }
     schedule = stream_schedule(graph, detect_branches(graph))
-    results = check_plan(graph, schedule, no_reuse_plan(graph), range(2))
+    results = compare_runs(graph, schedule, no_reuse_plan(graph), range(2))
     assert all(r.ok(TOL) for r in results), [r.error for r in results]
 
 

@@ -308,7 +308,7 @@ class RunResult:
         return self.error <= tol
 
 
-def check_plan(
+def compare_runs(
     graph: Graph,
     schedule: Schedule,
     plan: MemoryPlan,
@@ -441,8 +441,8 @@ __all__ = [
     "RunResult",
     "arena_run",
     "arena_run_detailed",
-    "check_plan",
     "check_size",
+    "compare_runs",
     "gated_delta_rule",
     "gated_delta_rule_chunked",
     "linearization",

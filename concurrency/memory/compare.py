@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from concurrency.graph.branches import BranchReport
 from concurrency.graph.ir import Graph
@@ -13,36 +15,77 @@ from concurrency.memory.bound import lower_bound
 from concurrency.memory.check import Hazard, check_plan
 from concurrency.memory.plan import MemoryPlan
 from concurrency.memory.policies import DEFAULT_ALIGNMENT, plan_memory
+from concurrency.memory.sites import SiteMap
+
+if TYPE_CHECKING:
+    from concurrency.memory.engine_flow import EngineFlow
 
 
 @dataclass(frozen=True)
 class PolicyResult:
-    """A policy's plan for one graph and schedule, checked."""
+    """A policy's plan for one graph and schedule, checked.
+
+    `plan` holds the offsets the graph runs with; `hazards` are its races under the schedule.
+    The memory figures compare like with like: `arena_bytes` is the arena of the plan the
+    offsets come from, made for `planned_graph` (this graph in the graph flow; in the engine
+    flow the reserve graph whose plan is replayed, or this graph when it is re-planned), and
+    `lower_bound_bytes` is that same graph's bound. `buffer_bytes` is the compute buffer the
+    flow ends with (the engine's grows to its largest reserve). `source` says in a sentence
+    which plan the figures come from.
+    """
 
     policy: str
     plan: MemoryPlan
     hazards: tuple[Hazard, ...]
     lower_bound_bytes: int
     planning_ms: float
+    flow: str = "graph"
+    graph: str = ""  # the graph checked: "tiny stack decode B=1"
+    planned_graph: str = "this graph"
+    source: str = "planned on this graph"
+    planned_arena_bytes: int = -1
+    buffer_bytes: int = -1
+    sites: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def arena_bytes(self) -> int:
-        return self.plan.arena_bytes
+        """The arena of the plan the figures come from (made for `planned_graph`)."""
+        return self.planned_arena_bytes if self.planned_arena_bytes >= 0 else self.plan.arena_bytes
 
     @property
     def efficiency(self) -> float:
-        """lower bound / arena: 1.0 means no race-free plan can use less memory."""
+        """lower bound / arena of the same graph: 1.0 means no race-free plan of that graph
+        can use less memory."""
         return self.lower_bound_bytes / self.arena_bytes if self.arena_bytes else 1.0
 
     def row(self) -> dict[str, object]:
         return {
             "policy": self.policy,
+            "flow": self.flow,
+            "graph": self.graph,
+            "planned_graph": self.planned_graph,
+            "plan_source": self.source,
             "arena_bytes": self.arena_bytes,
             "lower_bound_bytes": self.lower_bound_bytes,
             "efficiency": round(self.efficiency, 4),
+            "buffer_bytes": self.buffer_bytes if self.buffer_bytes >= 0 else self.arena_bytes,
             "hazards": len(self.hazards),
+            "hazards_by_site": dict(self.sites),
             "planning_ms": round(self.planning_ms, 3),
         }
+
+
+def graph_label(graph: Graph) -> str:
+    """'tiny stack decode B=1' (with T for prefill): how tables and JSON name a graph."""
+    m = graph.meta
+    extra = f" T={m.tokens}" if m.mode == "prefill" else ""
+    layers = f"×{m.n_layers}" if m.layer == "stack" else ""
+    return f"{m.model} {m.layer}{layers} {m.mode} B={m.batch}{extra}"
+
+
+def default_flow(graph: Graph) -> str:
+    """The engine's flow for whole-model graphs (llama.cpp runs them), else the graph's own."""
+    return "engine" if graph.meta.layer == "stack" else "graph"
 
 
 def compare_policies(
@@ -54,36 +97,75 @@ def compare_policies(
     *,
     flow: str | None = None,
     max_streams: int = 8,
+    n_ubatch: int | None = None,
+    engine: EngineFlow | None = None,
 ) -> list[PolicyResult]:
-    """Plan with each policy, check every plan for hazards against the schedule, and put each
-    next to the schedule's lower bound (computed once).
+    """Plan with each policy, check every plan for hazards against the schedule (counted by
+    site too), and put each next to the lower bound of the graph it planned.
 
-    flow: "graph" plans this graph itself; "engine" plans it as llama.cpp would place it
-    (reserve the worst-case graphs, then replay their offsets: `concurrency.memory.engine_flow`).
-    Default: "engine" for whole-model graphs (layer "stack"), which llama.cpp really runs;
-    "graph" for single layers.
+    flow: "graph" plans this graph itself; "engine" places it as llama.cpp would (reserve the
+    worst-case graphs, then replay or re-plan by each policy's rule:
+    `concurrency.memory.engine_flow`). Default: "engine" for whole-model graphs (layer
+    "stack"), which llama.cpp really runs; "graph" for single layers. engine: a context built
+    once for this graph's model and batch (`EngineFlow.for_graph`), else one is built here with
+    `max_streams` and `n_ubatch` (default 512).
     """
-    from concurrency.memory.engine_flow import FLOWS, engine_flow_plan
+    from concurrency.memory.engine_flow import DEFAULT_N_UBATCH, FLOWS, EngineFlow
 
     if flow is None:
-        flow = "engine" if graph.meta.layer == "stack" else "graph"
+        flow = default_flow(graph)
     if flow not in FLOWS:
         from concurrency.errors import UnknownNameError
 
         raise UnknownNameError("flow", flow, FLOWS)
-    bound = lower_bound(graph, schedule, alignment).bytes
+    if flow == "engine" and engine is None:
+        engine = EngineFlow.for_graph(
+            graph,
+            detector=report.detector,
+            max_streams=max_streams,
+            n_ubatch=DEFAULT_N_UBATCH if n_ubatch is None else n_ubatch,
+        )
+    sites = SiteMap(graph, report)
+    label = graph_label(graph)
+    live_bound: list[int] = []
+
+    def bound_of(planned: MemoryPlan) -> int:
+        if planned.graph is not graph:
+            assert engine is not None
+            return engine.reserve_bound(planned.graph, alignment)
+        if not live_bound:
+            live_bound.append(lower_bound(graph, schedule, alignment).bytes)
+        return live_bound[0]
+
     out = []
     for name in policies:
         start = time.perf_counter()
-        if flow == "engine":
-            plan = engine_flow_plan(
-                graph, schedule, report, name, alignment, max_streams=max_streams
-            ).plan
+        if engine is not None:
+            res = engine.plan(graph, schedule, report, name, alignment)
+            plan, planned, buffer = res.plan, res.planned, res.buffer_bytes
+            planned_graph, source = res.planned_graph, res.source
         else:
-            plan = plan_memory(graph, schedule, report, name, alignment)
+            plan = planned = plan_memory(graph, schedule, report, name, alignment)
+            buffer = plan.arena_bytes
+            planned_graph, source = "this graph", "planned on this graph"
         elapsed_ms = (time.perf_counter() - start) * 1e3
         hazards = check_plan(plan, schedule).hazards
-        out.append(PolicyResult(name, plan, hazards, bound, elapsed_ms))
+        out.append(
+            PolicyResult(
+                name,
+                plan,
+                hazards,
+                bound_of(planned),
+                elapsed_ms,
+                flow=flow,
+                graph=label,
+                planned_graph=planned_graph,
+                source=source,
+                planned_arena_bytes=planned.arena_bytes,
+                buffer_bytes=buffer,
+                sites=MappingProxyType(sites.count(hazards)),
+            )
+        )
     return out
 
 
@@ -125,12 +207,12 @@ def policy_runs(
 ) -> list[dict[str, object]]:
     """Run each policy's plan on the CPU executor for every seed: how many execution orders
     the schedule allows give wrong numbers (the race, shown without a GPU)."""
-    from concurrency.execute.numpy_arena import check_plan
+    from concurrency.execute.numpy_arena import compare_runs
 
     rows: list[dict[str, object]] = []
     for name in policies:
         plan = plan_memory(graph, schedule, report, name, alignment)
-        runs = check_plan(graph, schedule, plan, seeds)
+        runs = compare_runs(graph, schedule, plan, seeds)
         wrong = [r.seed for r in runs if not r.ok(tolerance)]
         rows.append(
             {

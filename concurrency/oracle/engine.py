@@ -26,6 +26,7 @@ sizes and the installed llama-cpp-python version; a cache hit loads no library a
 from __future__ import annotations
 
 import ctypes
+import gzip
 import hashlib
 import json
 import os
@@ -270,17 +271,33 @@ def probe(
     return run
 
 
-def load_run(path: Path) -> EngineRun:
-    """An `EngineRun` saved by `probe` (or `to_json`); a bad file raises a LaceError naming it."""
+def load_run(path: Path | str) -> EngineRun:
+    """An `EngineRun` saved by `probe` or `save_run` (gzip-compressed when the name ends in
+    .gz); a bad file raises a LaceError naming it."""
+    path = Path(path)
     try:
-        text = Path(path).read_text()
+        raw = path.read_bytes()
+        text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode()
     except FileNotFoundError:
         raise LaceError(f"engine result {path} does not exist; run the probe first") from None
-    except UnicodeDecodeError as exc:
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
         raise LaceError(
-            f"engine result {path} is not text ({exc}); delete it and probe again"
+            f"engine result {path} is not readable ({exc}); delete it and probe again"
         ) from None
     return EngineRun.from_json(text, source=path)
+
+
+def save_run(run: EngineRun, path: Path | str) -> Path:
+    """Write `run` as JSON (gzip-compressed, reproducibly, when the name ends in .gz)."""
+    path = Path(path)
+    data = run.to_json().encode()
+    if path.suffix == ".gz":
+        data = gzip.compress(data, compresslevel=9, mtime=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f"{path.name}.{os.getpid()}.part")
+    part.write_bytes(data)
+    part.replace(path)
+    return path
 
 
 def _check_sizes(

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from concurrency.graph.config import ModelConfig
 from concurrency.graph.ir import Graph
 
+CPU_ALIGNMENT = 32  # ggml's CPU buffer type, the backend the probe runs
+
 
 @dataclass(frozen=True)
 class NodeMismatch:
@@ -98,14 +100,16 @@ class EngineFidelity:
 
 def engine_fidelity(run: object, cfg: ModelConfig, label: str = "") -> EngineFidelity:
     """Compare a probe's `EngineRun` (prompt and decode steps) with LACE's graphs and with
-    LACE's engine-faithful `sequential` offsets."""
+    LACE's engine-faithful `sequential` offsets (one engine context for both steps, at the
+    run's n_ctx and n_ubatch, CPU alignment 32)."""
     from concurrency.graph.branches import detect_branches
     from concurrency.graph.builders import build_graph
     from concurrency.graph.schedule import stream_schedule
-    from concurrency.memory.engine_flow import engine_flow_plan
+    from concurrency.memory.engine_flow import EngineFlow
 
     batch, tokens = run.batch, run.prompt_tokens  # type: ignore[attr-defined]
     n_ctx, n_ubatch = run.n_ctx, run.n_ubatch  # type: ignore[attr-defined]
+    flow = EngineFlow(cfg, "stack", None, batch, n_ctx=n_ctx, n_ubatch=n_ubatch)
     graph_bad: list[NodeMismatch] = []
     offset_bad: list[NodeMismatch] = []
     compute = 0
@@ -116,9 +120,7 @@ def engine_fidelity(run: object, cfg: ModelConfig, label: str = "") -> EngineFid
         nodes = len(g.nodes)
         graph_bad += compare_nodes(g, engine)
         rep = detect_branches(g)
-        plan = engine_flow_plan(
-            g, stream_schedule(g, rep), rep, "sequential", 32, n_ubatch=n_ubatch
-        ).plan
+        plan = flow.plan(g, stream_schedule(g, rep), rep, "sequential", CPU_ALIGNMENT).plan
         offset_bad += compare_offsets(g, lambda n, g=g, plan=plan: plan.address(g, n), engine)
         compute += sum(1 for e in engine if _as_dict(e).get("buffer_usage") == 2)
     return EngineFidelity(

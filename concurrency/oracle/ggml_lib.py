@@ -127,6 +127,7 @@ class Ggml:
             "ggml_gallocr_new": ([vp], vp),
             "ggml_gallocr_free": ([vp], None),
             "ggml_gallocr_alloc_graph": ([vp, vp], ctypes.c_bool),
+            "ggml_gallocr_reserve": ([vp, vp], ctypes.c_bool),
             "ggml_gallocr_get_buffer_size": ([vp, ctypes.c_int], sz),
             "ggml_backend_buffer_get_base": ([vp], vp),
             "ggml_backend_buft_get_alignment": ([vp], sz),

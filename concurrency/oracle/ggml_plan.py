@@ -11,7 +11,8 @@ records ggml's own op names, so in-place eligibility and sizes are ggml's by con
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from concurrency.errors import LaceError
@@ -51,8 +52,60 @@ def ggml_plan(
     keep_until: #27301's allocation dependencies, inserted exactly as ggml's scheduler does:
     after node `until`, a GGML_OP_NONE view node per ten kept tensors, with them as sources.
     """
-    order = tuple(graph.nodes) if order is None else tuple(order)
-    keep_until = keep_until or {}
+    return ggml_engine_flow(ggml, [], GgmlGraph(graph, order, keep_until))
+
+
+@dataclass(frozen=True)
+class GgmlGraph:
+    """A LACE graph as ggml-alloc should see it: node order and dependency nodes."""
+
+    graph: Graph
+    order: Sequence[str] | None = None
+    keep_until: Mapping[str, Sequence[str]] | None = None
+
+
+def ggml_engine_flow(ggml: Ggml, reserves: Sequence[GgmlGraph], live: GgmlGraph) -> GgmlPlan:
+    """The real ggml-alloc's flow on one allocator: `ggml_gallocr_reserve` each of `reserves`
+    in turn (the buffer grows to the largest), then `ggml_gallocr_alloc_graph` the live
+    graph, which replays the stored offsets when `ggml_gallocr_needs_realloc` allows it and
+    plans afresh otherwise. Every graph gets fresh tensors, as llama.cpp builds each graph
+    anew. Returns the live graph's offsets and the final buffer size."""
+    dummy = ctypes.create_string_buffer(64)  # data for external tensors: never written
+    with ExitStack() as stack:
+        built = [stack.enter_context(_built(ggml, g, ctypes.addressof(dummy))) for g in reserves]
+        ptrs, cgraph = stack.enter_context(_built(ggml, live, ctypes.addressof(dummy)))
+        galloc = ggml.base.ggml_gallocr_new(ggml.cpu_buffer_type)
+        try:
+            for _, reserve_graph in built:
+                if not ggml.base.ggml_gallocr_reserve(galloc, reserve_graph):
+                    raise LaceError("ggml_gallocr_reserve failed")
+            if not ggml.base.ggml_gallocr_alloc_graph(galloc, cgraph):
+                raise LaceError("ggml_gallocr_alloc_graph failed")
+            buffer_bytes = ggml.base.ggml_gallocr_get_buffer_size(galloc, 0)
+            offsets: dict[str, int] = {}
+            for name, t in live.graph.tensors.items():
+                if t.external or t.view_src is not None or not (t.is_input or t.op != "NONE"):
+                    continue
+                gt = ptrs[name].contents
+                if not gt.buffer or gt.data is None:
+                    continue
+                base = ggml.base.ggml_backend_buffer_get_base(gt.buffer)
+                offsets[name] = gt.data - base
+        finally:
+            ggml.base.ggml_gallocr_free(galloc)
+    alignment = ggml.base.ggml_backend_buft_get_alignment(ggml.cpu_buffer_type)
+    return GgmlPlan(offsets, buffer_bytes, alignment)
+
+
+@contextmanager
+def _built(
+    ggml: Ggml, spec: GgmlGraph, dummy: int
+) -> Iterator[tuple[dict[str, ctypes._Pointer], int]]:
+    """`spec`'s graph as a ggml context of tensors and a cgraph in the requested order (with
+    dependency nodes), freed on exit."""
+    graph = spec.graph
+    order = tuple(graph.nodes) if spec.order is None else tuple(spec.order)
+    keep_until = spec.keep_until or {}
     n_deps = sum(-(-len(k) // GGML_MAX_SRC) for k in keep_until.values())
     overhead = ggml.base.ggml_tensor_overhead()
     size = max(64, 2 * len(graph.tensors) + n_deps + 16)
@@ -61,10 +114,8 @@ def ggml_plan(
     ctx = ggml.base.ggml_init(InitParams(mem + (1 << 16), None, True))
     if not ctx:
         raise LaceError("ggml_init failed")
-    galloc = None
-    dummy = ctypes.create_string_buffer(64)  # data for external tensors: never written
     try:
-        ptrs = _create_tensors(ggml, ctx, graph, ctypes.addressof(dummy))
+        ptrs = _create_tensors(ggml, ctx, graph, dummy)
         cgraph = ggml.base.ggml_new_graph_custom(ctx, size, False)
         expected: list[int] = []
         for name in graph.leafs:  # ggml lists leafs in the order expand meets them: LACE's
@@ -78,24 +129,8 @@ def ggml_plan(
                 ggml.base.ggml_graph_add_node(cgraph, dep)
                 expected.append(ctypes.addressof(dep.contents))
         _check_order(ggml, cgraph, expected, order)
-        galloc = ggml.base.ggml_gallocr_new(ggml.cpu_buffer_type)
-        if not ggml.base.ggml_gallocr_alloc_graph(galloc, cgraph):
-            raise LaceError("ggml_gallocr_alloc_graph failed")
-        buffer_bytes = ggml.base.ggml_gallocr_get_buffer_size(galloc, 0)
-        offsets: dict[str, int] = {}
-        for name, t in graph.tensors.items():
-            if t.external or t.view_src is not None or not (t.is_input or t.op != "NONE"):
-                continue
-            gt = ptrs[name].contents
-            if not gt.buffer or gt.data is None:
-                continue
-            base = ggml.base.ggml_backend_buffer_get_base(gt.buffer)
-            offsets[name] = gt.data - base
-        alignment = ggml.base.ggml_backend_buft_get_alignment(ggml.cpu_buffer_type)
-        return GgmlPlan(offsets, buffer_bytes, alignment)
+        yield ptrs, cgraph
     finally:
-        if galloc:
-            ggml.base.ggml_gallocr_free(galloc)
         ggml.base.ggml_free(ctx)
 
 
@@ -165,4 +200,4 @@ def _check_order(ggml: Ggml, cgraph: int, expected: list[int], order: Sequence[s
             raise LaceError(f"ggml appended node {i} out of order (order starts {order[:3]})")
 
 
-__all__ = ["GgmlPlan", "GgmlTensor", "ggml_plan"]
+__all__ = ["GgmlGraph", "GgmlPlan", "GgmlTensor", "ggml_engine_flow", "ggml_plan"]
