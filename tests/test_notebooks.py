@@ -23,6 +23,8 @@ from concurrency.report import (
     build_report,
     execute_notebook,
     find_notebooks,
+    read_notebook,
+    run_notebook,
     run_report,
 )
 
@@ -65,13 +67,111 @@ def test_paired_ipynb_matches_script(script: Path) -> None:
     )
 
 
+#: Per notebook: a cell appended after the last one that prints, as JSON, the key figures the
+#: notebook's prose talks about (read from the notebook's own variables), and the check of
+#: those figures against the library computed here, independently of the notebook.
+PROBES: dict[str, str] = {
+    "01_graph_anatomy.py": (
+        "g = detect_branches(gdn, 'general').regions[0]\n"
+        "print(json.dumps({'fork': g.fork, 'branches': len(g.branches),"
+        " 'ggml_regions': len(detect_branches(gdn, 'ggml').regions),"
+        " 'ggml_attn_regions': len(detect_branches(attn, 'ggml').regions),"
+        " 'ggml_attn_b4_regions': len(detect_branches(attn_b4, 'ggml').regions)}))"
+    ),
+    "02_allocator_policies.py": (
+        "kinds = lambda hs: [sum(h.kind == k for h in hs) for k in ('race', 'use after reuse')]\n"
+        "print(json.dumps({'hazards': {p: kinds(r.hazards) for p, r in results.items()},"
+        " 'arena': {p: r.arena_bytes for p, r in results.items()},"
+        " 'bound': next(iter(results.values())).lower_bound_bytes}))"
+    ),
+    "03_fidelity.py": (
+        "print(json.dumps({'plans': len(table), 'identical': int(table['equal'].sum())"
+        " if len(table) else 0, 'oracle': bool(ggml)}))"
+    ),
+    "04_streams_and_overlap.py": (
+        "rows = sorted(b1.rows(), key=lambda row: row['streams'])\n"
+        "print(json.dumps({'serial_us': rows[0]['makespan_us'],"
+        " 'parallel_us': rows[-1]['makespan_us'], 'bound_us': rows[-1]['critical_path_us']}))"
+    ),
+    "05_dashboard.py": (
+        "print(json.dumps({'racy': len(racy.hazards), 'safe': len(safe.hazards),"
+        " 'racy_policy': racy.choice.policy, 'safe_policy': safe.choice.policy}))"
+    ),
+}
+
+
+def _check_01(found: dict) -> None:
+    from concurrency.graph.branches import detect_branches
+    from concurrency.graph.builders import build_graph
+
+    gdn = build_graph("qwen3.5-27b", "gdn", "decode", 1)
+    assert found["fork"] == detect_branches(gdn).regions[0].fork == "attn_norm-0"
+    assert found["branches"] == 4 and found["ggml_regions"] == 0
+    assert found["ggml_attn_regions"] == 1 and found["ggml_attn_b4_regions"] == 0
+
+
+def _check_02(found: dict) -> None:
+    from concurrency.graph.branches import detect_branches
+    from concurrency.graph.builders import build_graph
+    from concurrency.graph.schedule import stream_schedule
+    from concurrency.memory.bound import lower_bound
+    from concurrency.memory.check import check_plan
+    from concurrency.memory.policies import POLICIES, SAFE_POLICIES, plan_memory
+
+    g = build_graph("qwen3.5-27b", "gdn", "decode", 1)
+    rep = detect_branches(g)
+    sched = stream_schedule(g, rep)
+    assert set(found["hazards"]) == set(POLICIES)
+    for name in POLICIES:
+        check = check_plan(plan_memory(g, sched, rep, name), sched)
+        assert found["hazards"][name] == [len(check.races), len(check.uses_after_reuse)], name
+    assert all(found["hazards"][p] == [0, 0] for p in SAFE_POLICIES)
+    assert found["hazards"]["sequential"][0] > 0
+    assert found["bound"] == lower_bound(g, sched, 128).bytes
+    assert all(found["arena"][p] >= found["bound"] for p in SAFE_POLICIES)
+
+
+def _check_03(found: dict) -> None:
+    if found["oracle"]:
+        assert found["plans"] > 0 and found["identical"] == found["plans"]
+
+
+def _check_04(found: dict) -> None:
+    assert found["bound_us"] <= found["parallel_us"] < found["serial_us"]
+
+
+def _check_05(found: dict) -> None:
+    assert (found["racy_policy"], found["safe_policy"]) == ("sequential", "happens_before")
+    assert found["racy"] > 0 and found["safe"] == 0
+
+
+CHECKS = {
+    "01_graph_anatomy.py": _check_01,
+    "02_allocator_policies.py": _check_02,
+    "03_fidelity.py": _check_03,
+    "04_streams_and_overlap.py": _check_04,
+    "05_dashboard.py": _check_05,
+}
+
+
+def test_every_notebook_has_a_probe() -> None:
+    """A new notebook must say which of its figures the tests check."""
+    assert {p.name for p in NOTEBOOKS} == set(PROBES) == set(CHECKS)
+
+
 @pytest.mark.notebook
 @pytest.mark.slow
 @pytest.mark.parametrize("script", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_executes_headless(script: Path) -> None:
-    """Every notebook runs top to bottom in a fresh kernel, as `lace report` runs it."""
-    nb = execute_notebook(script, timeout_s=600)
-    assert any(cell.cell_type == "code" for cell in nb.cells)
+def test_notebook_executes_headless_with_its_key_figures(script: Path) -> None:
+    """Every notebook runs top to bottom in a fresh kernel, as `lace report` runs it, and the
+    figures its prose relies on are the library's."""
+    import json
+
+    nb = read_notebook(script)
+    nb.cells.append(nbformat.v4.new_code_cell("import json\n" + PROBES[script.name]))
+    run_notebook(nb, script, timeout_s=600)
+    found = json.loads(_stdout(nb, len(nb.cells) - 1))
+    CHECKS[script.name](found)
 
 
 @pytest.mark.notebook
