@@ -108,7 +108,8 @@ def add_format_arg(
 def add_model_arg(p: argparse.ArgumentParser, **kwargs: Any) -> None:
     p.add_argument(
         "--model",
-        help="preset name (`lace models` lists them), or a .json / .yaml / .yml config file",
+        help="preset name, or a .json / .yaml / .yml config file (`lace models` lists the "
+        "presets, `lace models --help` the config keys)",
         **kwargs,
     )
 

@@ -62,12 +62,12 @@ def _strict(value: object) -> object:
 def stdout_to_stderr() -> Iterator[TextIO]:
     """While the block runs, send stdout to stderr; yield the real stdout for the result.
 
-    Python-level writes are redirected by swapping `sys.stdout`; C libraries that write to file
-    descriptor 1 (through ctypes) are redirected by pointing descriptor 1 at stderr's file,
-    when both streams have real descriptors (not under pytest's capsys, for example)."""
+    Python-level writes are redirected by swapping `sys.stdout`; C libraries (loaded through
+    ctypes) write to file descriptor 1, which is pointed at descriptor 2 meanwhile, when both
+    are open."""
     real = sys.stdout
     real.flush()
-    saved_fd = _point_fd_at_stderr(real)
+    saved_fd = _point_fd1_at_fd2()
     sys.stdout = sys.stderr
     try:
         yield real
@@ -76,27 +76,19 @@ def stdout_to_stderr() -> Iterator[TextIO]:
         sys.stdout = real
         if saved_fd is not None:
             _flush_c_stdio()
-            os.dup2(saved_fd, _fileno(real))  # type: ignore[arg-type]
+            os.dup2(saved_fd, 1)
             os.close(saved_fd)
 
 
-def _fileno(stream: TextIO) -> int | None:
+def _point_fd1_at_fd2() -> int | None:
+    """dup2 descriptor 2 onto 1; return a copy of the old descriptor 1 (None: not done, e.g.
+    a process started without one of them)."""
     try:
-        return stream.fileno()
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
-        return None
-
-
-def _point_fd_at_stderr(real: TextIO) -> int | None:
-    """dup2 stderr's descriptor onto stdout's; return a copy of the old one (None: not done)."""
-    out_fd, err_fd = _fileno(real), _fileno(sys.stderr)
-    if out_fd is None or err_fd is None or out_fd == err_fd:
-        return None
-    try:
-        saved = os.dup(out_fd)
+        os.fstat(2)
+        saved = os.dup(1)
     except OSError:
         return None
-    os.dup2(err_fd, out_fd)
+    os.dup2(2, 1)
     return saved
 
 
