@@ -73,7 +73,12 @@ def build_parser(with_options: Collection[str] | None = None) -> argparse.Argume
         p = sub.add_parser(command.name, help=command.summary, description=command.summary)
         if with_options is None or command.name in with_options:
             command.load().add_arguments(p)
-            p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+            p.add_argument(
+                "-q",
+                "--quiet",
+                action="store_true",
+                help="no progress lines on stderr (errors are still printed)",
+            )
     return parser
 
 

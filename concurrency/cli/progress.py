@@ -115,8 +115,3 @@ def _is_tty(stream: TextIO | None) -> bool:
         return stream is not None and stream.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def quiet() -> Progress:
-    """A Progress that shows nothing (for calling commands from code)."""
-    return Progress(None, enabled=False)
