@@ -8,6 +8,11 @@ writes `NN_name.html` plus the executed `NN_name.ipynb` into the output folder.
 
 A cell that fails stops the report with a one-line `NotebookError` naming the notebook, the
 cell and the exception, instead of the kernel's traceback.
+
+The notebook tooling (jupytext, nbformat, nbclient, nbconvert, jupyter_client) takes a second
+or more to import, so it is imported inside the functions that use it: registering the
+`report` command with the `lace` parser costs nothing, and a missing package is one
+`MissingToolError` naming the fix.
 """
 
 from __future__ import annotations
@@ -17,23 +22,19 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jupytext
-import nbformat
-from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
-from jupyter_core.utils import run_sync
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-from nbconvert import HTMLExporter
+from concurrency.errors import LaceError, MissingToolError
 
-from concurrency.errors import LaceError
+if TYPE_CHECKING:
+    from jupyter_client.manager import AsyncKernelManager
+    from nbformat import NotebookNode
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.py"
 DEFAULT_TIMEOUT_S = 600
-KERNEL_NAME = NATIVE_KERNEL_NAME  # "python3"
+KERNEL_NAME = "python3"  # jupyter_client's NATIVE_KERNEL_NAME: the interpreter's ipykernel
 _MAX_DETAIL = 300
+NOTEBOOK_PACKAGES = ("jupytext", "nbformat", "nbclient", "nbconvert", "jupyter_client")
 
 
 class NotebookError(LaceError):
@@ -52,16 +53,34 @@ def find_notebooks(notebooks_dir: Path) -> list[Path]:
     return sorted(p for p in Path(notebooks_dir).glob(NOTEBOOK_GLOB) if p.is_file())
 
 
-def read_notebook(path: Path) -> nbformat.NotebookNode:
+def _require_notebook_packages() -> None:
+    """Import the notebook tooling now, or raise one `MissingToolError` naming the fix."""
+    import importlib
+
+    for name in NOTEBOOK_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise MissingToolError(
+                f"lace report needs the notebook packages ({', '.join(NOTEBOOK_PACKAGES)}); "
+                f"{name} cannot be imported ({exc}); run `make setup` or "
+                "pip install jupytext nbclient nbconvert"
+            ) from None
+
+
+def read_notebook(path: Path) -> NotebookNode:
     """Parse a jupytext percent script (or an `.ipynb`) into an in-memory notebook."""
     path = Path(path)
     if not path.is_file():
         raise NotebookError(path, f"notebook {path} not found")
+    _require_notebook_packages()
+    import jupytext
+
     fmt = "ipynb" if path.suffix == ".ipynb" else "py:percent"
     return jupytext.read(path, fmt=fmt)
 
 
-def execute_notebook(path: Path, timeout_s: int = DEFAULT_TIMEOUT_S) -> nbformat.NotebookNode:
+def execute_notebook(path: Path, timeout_s: int = DEFAULT_TIMEOUT_S) -> NotebookNode:
     """Execute the notebook at `path` headless and return it with its outputs.
 
     The kernel runs in the notebook's own folder (so relative paths behave as in JupyterLab)
@@ -74,8 +93,12 @@ def execute_notebook(path: Path, timeout_s: int = DEFAULT_TIMEOUT_S) -> nbformat
     return nb
 
 
-def run_notebook(nb: nbformat.NotebookNode, path: Path, timeout_s: int) -> None:
+def run_notebook(nb: NotebookNode, path: Path, timeout_s: int) -> None:
     """Execute `nb` in place, with `path`'s folder as the working directory."""
+    _require_notebook_packages()
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
     current: dict[str, int] = {"index": -1}
     km = _interpreter_kernel_manager()
     client = NotebookClient(
@@ -102,6 +125,8 @@ def run_notebook(nb: nbformat.NotebookNode, path: Path, timeout_s: int) -> None:
 def _shutdown(km: AsyncKernelManager) -> None:
     """Stop the kernel for good: a kernel left running keeps ports and a process alive for
     every later notebook of the same test run or report."""
+    from jupyter_core.utils import run_sync
+
     if km.has_kernel:
         run_sync(km.shutdown_kernel)(now=True)
 
@@ -114,6 +139,9 @@ def _interpreter_kernel_manager() -> AsyncKernelManager:
     kernel directories to search it falls back to ipykernel's built-in spec, whose command is
     `sys.executable -m ipykernel_launcher`.
     """
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
     specs = KernelSpecManager(kernel_dirs=[], ensure_native_kernel=True)
     km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
     return km
@@ -128,7 +156,7 @@ def _remember_cell(current: dict[str, int]) -> Callable[..., None]:
     return hook
 
 
-def _cell_failure(path: Path, nb: nbformat.NotebookNode, index: int, detail: str) -> NotebookError:
+def _cell_failure(path: Path, nb: NotebookNode, index: int, detail: str) -> NotebookError:
     """A `NotebookError` that names the notebook, the 1-based cell and its first line."""
     where = "a cell"
     if 0 <= index < len(nb.cells):
@@ -144,27 +172,43 @@ def _one_line(text: str) -> str:
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
 
 
-def export_html(nb: nbformat.NotebookNode, out_path: Path) -> Path:
+def export_html(nb: NotebookNode, out_path: Path) -> Path:
     """Write `nb` as a standalone HTML page in JupyterLab's look, and return its path."""
+    _require_notebook_packages()
+    from nbconvert import HTMLExporter
+
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     out_path.write_text(body, encoding="utf-8")
     return out_path
 
 
 def build_report(
-    notebooks_dir: Path, out_dir: Path, timeout_s: int = DEFAULT_TIMEOUT_S
+    notebooks_dir: Path,
+    out_dir: Path,
+    timeout_s: int = DEFAULT_TIMEOUT_S,
+    *,
+    on_notebook: Callable[[int, int, Path], None] | None = None,
 ) -> list[Path]:
     """Execute every `NN_*.py` notebook in `notebooks_dir` and write HTML into `out_dir`.
 
     For each notebook writes `out_dir/NN_name.html` and the executed `out_dir/NN_name.ipynb`;
     returns the HTML paths in notebook order. Stops at the first failing notebook with a
     `NotebookError`; a missing folder or one with no notebooks is an error too, so an empty
-    report is never mistaken for a good one.
+    report is never mistaken for a good one. `on_notebook(i, n, path)` is called before the
+    i-th (1-based) of n notebooks runs (the CLI's progress line).
     """
     notebooks_dir, out_dir = Path(notebooks_dir), Path(out_dir)
     notebooks = _require_notebooks(notebooks_dir)
+    _require_notebook_packages()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotebookError(out_dir, f"output folder '{out_dir}' is a file; pass --out DIR")
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [_report_one(path, out_dir, timeout_s) for path in notebooks]
+    pages = []
+    for i, path in enumerate(notebooks, 1):
+        if on_notebook is not None:
+            on_notebook(i, len(notebooks), path)
+        pages.append(_report_one(path, out_dir, timeout_s))
+    return pages
 
 
 def _require_notebooks(notebooks_dir: Path) -> list[Path]:
@@ -191,6 +235,8 @@ OFFLINE_CHARTS = "import altair as alt\nalt.renderers.enable('svg')"
 def _report_one(path: Path, out_dir: Path, timeout_s: int) -> Path:
     """Execute one notebook (charts embedded for offline viewing); write its executed
     `.ipynb` and `.html` into `out_dir`."""
+    import nbformat
+
     nb = read_notebook(path)
     nb.cells.insert(0, nbformat.v4.new_code_cell(OFFLINE_CHARTS))
     run_notebook(nb, path, timeout_s)
@@ -203,13 +249,23 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `lace report [--notebooks DIR] [--out DIR] [--timeout S]`.
 
     `subparsers` is what `ArgumentParser.add_subparsers()` returned. The sub-parser sets
-    `func=run_report`, so the CLI can dispatch with `args.func(args)`.
+    `func=run_report`, so a parser can dispatch with `args.func(args)`. (The `lace` command
+    itself registers the same options through `add_report_arguments`.)
     """
-    parser = subparsers.add_parser(
-        "report",
-        help="execute every notebook headless and write HTML into reports/",
-        description="Execute notebooks/NN_*.py headless and write NN_*.html (and the "
-        "executed NN_*.ipynb) into the output folder.",
+    parser = subparsers.add_parser("report", help=REPORT_HELP)
+    add_report_arguments(parser)
+    parser.set_defaults(func=run_report)
+    return parser
+
+
+REPORT_HELP = "execute every notebook headless and write HTML into reports/"
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """The report's options and description, on a parser made by the caller."""
+    parser.description = (
+        "Execute notebooks/NN_*.py headless and write NN_*.html (and the executed "
+        "NN_*.ipynb) into the output folder."
     )
     parser.add_argument(
         "--notebooks",
@@ -232,8 +288,12 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="S",
         help=f"seconds each cell may run (default: {DEFAULT_TIMEOUT_S})",
     )
-    parser.set_defaults(func=run_report)
-    return parser
+
+
+def check_timeout(timeout_s: int) -> None:
+    """A cell timeout must be a positive number of seconds."""
+    if timeout_s <= 0:
+        raise LaceError(f"--timeout must be a positive number of seconds, got {timeout_s}")
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -243,13 +303,8 @@ def run_report(args: argparse.Namespace) -> int:
     `concurrency.cli.main` does, so the command behaves the same called directly or via main.
     """
     timeout_s = getattr(args, "timeout", DEFAULT_TIMEOUT_S)
-    if timeout_s <= 0:
-        print(
-            f"lace: error: --timeout must be a positive number of seconds, got {timeout_s}",
-            file=sys.stderr,
-        )
-        return 2
     try:
+        check_timeout(timeout_s)
         pages = build_report(Path(args.notebooks), Path(args.out), timeout_s)
     except LaceError as err:
         print(f"lace: error: {err}", file=sys.stderr)

@@ -136,3 +136,40 @@ def test_bench_check_sequential_plan_27b_stack(benchmark) -> None:  # type: igno
     plan = plan_memory(g, stream_schedule(g, rep), rep, "sequential")
     checked = benchmark(check_plan, plan)
     assert len(checked.races) > 2000 and checked.uses_after_reuse == ()
+
+
+def _lace(*argv: str) -> str:
+    """`python -m concurrency ARGV` in a fresh interpreter loading this checkout: the whole
+    start-up a user waits for (interpreter, imports, parser, command)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "concurrency", *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    return done.stdout
+
+
+@pytest.mark.benchmark(group="cli")
+@pytest.mark.parametrize("argv", [["models"], ["--help"]], ids=["models", "help"])
+def test_bench_cli_start_up(benchmark, argv: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12's budget: `lace models` and `lace --help` answer in under 0.5 s (they took
+    ~1.6 s importing the notebook tooling); compare with `python -c pass` on the same machine."""
+    out = benchmark(_lace, *argv)
+    assert "qwen3.5-27b" in out if argv == ["models"] else "usage: lace" in out
+
+
+@pytest.mark.benchmark(group="cli")
+def test_bench_python_start_up(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """The floor under the CLI figures: a bare interpreter start on the same machine."""
+    import subprocess
+    import sys
+
+    benchmark(subprocess.run, [sys.executable, "-c", "pass"], check=True)

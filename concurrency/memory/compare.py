@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -12,7 +12,7 @@ from concurrency.graph.branches import BranchReport
 from concurrency.graph.ir import Graph
 from concurrency.graph.schedule import Schedule
 from concurrency.memory.bound import lower_bound
-from concurrency.memory.check import Hazard, check_plan
+from concurrency.memory.check import RACE, USE_AFTER_REUSE, Hazard, check_plan
 from concurrency.memory.plan import MemoryPlan
 from concurrency.memory.policies import DEFAULT_ALIGNMENT, plan_memory
 from concurrency.memory.sites import SiteMap
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 class PolicyResult:
     """A policy's plan for one graph and schedule, checked.
 
-    `plan` holds the offsets the graph runs with; `hazards` are its races under the schedule.
+    `plan` holds the offsets the graph runs with; `hazards` are its hazards under the schedule,
+    both kinds (`races`: timing-dependent; `uses_after_reuse`: wrong in every run).
     The memory figures compare like with like: `arena_bytes` is the arena of the plan the
     offsets come from, made for `planned_graph` (this graph in the graph flow; in the engine
     flow the reserve graph whose plan is replayed, or this graph when it is re-planned), and
@@ -46,6 +47,14 @@ class PolicyResult:
     planned_arena_bytes: int = -1
     buffer_bytes: int = -1
     sites: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def races(self) -> tuple[Hazard, ...]:
+        return tuple(h for h in self.hazards if h.kind == RACE)
+
+    @property
+    def uses_after_reuse(self) -> tuple[Hazard, ...]:
+        return tuple(h for h in self.hazards if h.kind == USE_AFTER_REUSE)
 
     @property
     def arena_bytes(self) -> int:
@@ -70,6 +79,8 @@ class PolicyResult:
             "efficiency": round(self.efficiency, 4),
             "buffer_bytes": self.buffer_bytes if self.buffer_bytes >= 0 else self.arena_bytes,
             "hazards": len(self.hazards),
+            "races": len(self.races),
+            "uses_after_reuse": len(self.uses_after_reuse),
             "hazards_by_site": dict(self.sites),
             "planning_ms": round(self.planning_ms, 3),
         }
@@ -99,6 +110,7 @@ def compare_policies(
     max_streams: int = 8,
     n_ubatch: int | None = None,
     engine: EngineFlow | None = None,
+    on_policy: Callable[[str], None] | None = None,
 ) -> list[PolicyResult]:
     """Plan with each policy, check every plan for hazards against the schedule (counted by
     site too), and put each next to the lower bound of the graph it planned.
@@ -108,7 +120,8 @@ def compare_policies(
     `concurrency.memory.engine_flow`). Default: "engine" for whole-model graphs (layer
     "stack"), which llama.cpp really runs; "graph" for single layers. engine: a context built
     once for this graph's model and batch (`EngineFlow.for_graph`), else one is built here with
-    `max_streams` and `n_ubatch` (default 512).
+    `max_streams` and `n_ubatch` (default 512). on_policy: called with each policy's name
+    before it is planned (the CLI's progress line).
     """
     from concurrency.memory.engine_flow import DEFAULT_N_UBATCH, FLOWS, EngineFlow
 
@@ -139,6 +152,8 @@ def compare_policies(
 
     out = []
     for name in policies:
+        if on_policy is not None:
+            on_policy(name)
         start = time.perf_counter()
         if engine is not None:
             res = engine.plan(graph, schedule, report, name, alignment)

@@ -5,7 +5,7 @@ kernels are complete events ("X", ts/dur in µs) with the node, op, bytes and FL
 every cross-stream wait of a schedule becomes a flow arrow ("s" on the kernel whose event is
 recorded, "f" with "bp": "e" on the kernel that waits); with a memory plan, a counter track
 ("C") shows the arena's live bytes, a tensor being live from its writer's start to its last
-reader's end.
+reader's end (with several named plans, one counter track per plan).
 
 `validate_trace` checks what the tests (and Perfetto) rely on: known phases, the fields each
 phase needs, non-decreasing timestamps per track and counter, and every flow start matched by
@@ -41,10 +41,12 @@ def to_chrome_trace(
     graph: Graph | None = None,
     *,
     weight_bytes_per_param: float = 2,
+    plans: Mapping[str, MemoryPlan] | None = None,
 ) -> dict[str, object]:
     """The Chrome trace document of `timeline` (flows need `schedule`; the live-bytes counter
-    needs `plan` and `graph`; op, bytes and FLOPs in args need `graph`)."""
-    if plan is not None and graph is None:
+    needs `plan` and `graph`; op, bytes and FLOPs in args need `graph`). `plans` (name → plan,
+    e.g. per policy) adds one counter track per plan, "arena live bytes (name)"."""
+    if (plan is not None or plans) and graph is None:
         raise TraceError("a live-bytes counter needs the graph too: pass graph=… with plan=…")
     events: list[dict[str, object]] = _metadata(timeline)
     events += _kernel_events(timeline, graph, weight_bytes_per_param)
@@ -52,6 +54,9 @@ def to_chrome_trace(
         events += _flow_events(timeline, schedule)
     if plan is not None and graph is not None:
         events += _counter_events(timeline, plan, graph)
+    for name, named_plan in (plans or {}).items():
+        assert graph is not None
+        events += _counter_events(timeline, named_plan, graph, f"{COUNTER_NAME} ({name})")
     return {
         "traceEvents": events,
         "displayTimeUnit": "ns",
@@ -205,7 +210,9 @@ def live_intervals(
     return [(start[r], end[r], plan.sizes.get(r, graph[r].nbytes)) for r in start]
 
 
-def _counter_events(timeline: Timeline, plan: MemoryPlan, graph: Graph) -> list[dict[str, object]]:
+def _counter_events(
+    timeline: Timeline, plan: MemoryPlan, graph: Graph, name: str = COUNTER_NAME
+) -> list[dict[str, object]]:
     changes: dict[float, int] = {}
     for start, end, nbytes in live_intervals(timeline, plan, graph):
         changes[start] = changes.get(start, 0) + nbytes
@@ -217,7 +224,7 @@ def _counter_events(timeline: Timeline, plan: MemoryPlan, graph: Graph) -> list[
         events.append(
             {
                 "ph": "C",
-                "name": COUNTER_NAME,
+                "name": name,
                 "ts": ts,
                 "pid": PID,
                 "tid": 0,
