@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -108,13 +111,14 @@ class DaskCluster:
             n = self._workers or cpu_count()
             self._on_status(f"starting a local Dask cluster of {n} worker processes")
             try:
-                self._cluster = distributed.LocalCluster(
-                    n_workers=n,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
+                with _children_ignore_ctrl_c():
+                    self._cluster = distributed.LocalCluster(
+                        n_workers=n,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                        silence_logs=logging.ERROR,
+                    )
                 self._client = distributed.Client(self._cluster)
             except Exception as exc:
                 self._close()
@@ -125,7 +129,7 @@ class DaskCluster:
             self.description = "local Dask cluster"
         else:
             self.description = "Dask client's cluster"
-        self.workers = len(self._client.scheduler_info().get("workers", {}))
+        self.workers = self._count_workers()
         if self.workers:
             from concurrency.sweep.work import warm_up
 
@@ -139,6 +143,23 @@ class DaskCluster:
                     "lace-kit (this version) where they run"
                 ) from None
         return self
+
+    def _count_workers(self) -> int:
+        """The cluster's workers, waiting up to the timeout for a first one (a scheduler may
+        have none yet); none by then is an error, since the sweep would wait forever."""
+        workers = len(self._client.scheduler_info().get("workers", {}))
+        if workers:
+            return workers
+        self._on_status(f"waiting up to {self._timeout_s:g} s for a Dask worker")
+        try:
+            self._client.wait_for_workers(1, timeout=self._timeout_s)
+        except (TimeoutError, OSError):
+            self._close()
+            raise LaceError(
+                f"the {self.description} has no workers; start some there "
+                "(`dask worker ADDRESS` where lace-kit is installed)"
+            ) from None
+        return len(self._client.scheduler_info().get("workers", {}))
 
     def __exit__(
         self,
@@ -183,6 +204,22 @@ class DaskCluster:
         finally:
             if pending:
                 client.cancel(list(pending))
+
+
+@contextmanager
+def _children_ignore_ctrl_c() -> Iterator[None]:
+    """While the block runs, ignore SIGINT, so that the worker processes started meanwhile
+    inherit that: Ctrl-C in a terminal reaches the whole process group, and the workers should
+    not each print a traceback but be shut down by this process, which does hear it. Only the
+    main thread can set a handler; elsewhere (and off POSIX) this does nothing."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGINT"):
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _failed(case: SweepCase, message: str) -> dict[str, object]:
