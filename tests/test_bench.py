@@ -233,11 +233,14 @@ def _sweep_client(backend: str):  # type: ignore[no-untyped-def]
     def cluster():  # type: ignore[no-untyped-def]
         import logging
 
+        import dask
         import distributed
 
+        from concurrency.sweep.backends import LOCAL_WORKER_CONFIG
         from concurrency.sweep.work import warm_up
 
         with (
+            dask.config.set(LOCAL_WORKER_CONFIG),  # as `lace sweep` starts its workers
             distributed.LocalCluster(
                 n_workers=2,
                 threads_per_worker=1,
