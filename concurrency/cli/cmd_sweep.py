@@ -3,8 +3,9 @@ GPUs × … — on a local Dask cluster (default), an existing one (--scheduler)
 process (--in-process), into one Parquet file of rows (`concurrency.sweep`).
 
 A failed case is a row with its error, and the sweep goes on; running the same command again
-skips the cases the file holds (--rerun-failed retries the failed ones). --bench runs the grid
-in one process and on a local cluster and prints cases per second each way.
+skips the cases the file holds (--rerun-failed retries the failed ones). The exit status is 1
+when any case of the grid has failed (as `lace fidelity` when a check fails), else 0. --bench
+runs the grid in one process and on a local cluster and prints cases per second each way.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from concurrency.cli.progress import Progress
 from concurrency.errors import LaceError
 
 if TYPE_CHECKING:
+    from concurrency.cli.progress import Meter
     from concurrency.sweep import BenchRow, SweepCase, SweepSummary
 
 DEFAULT_OUT = Path("sweeps") / "sweep.parquet"
@@ -41,8 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Plan and simulate every case of a grid (models × layer kinds × batches × policies × "
         "GPUs × …) on a local Dask cluster, an existing one or this process, into one Parquet "
-        "file (a row per case). A failed case is a row with its error; the same command again "
-        "skips the cases already in the file."
+        "file (a row per case). A failed case is a row with its error (exit status 1); the "
+        "same command again skips the cases already in the file."
     )
     grid = p.add_argument_group("the grid (each option takes one value or several)")
     grid.add_argument(
@@ -254,7 +256,7 @@ def _sweep(args: argparse.Namespace, cases: tuple[SweepCase, ...], progress: Pro
     if out is None:
         out = DEFAULT_OUT
         out.parent.mkdir(parents=True, exist_ok=True)
-    meter = []
+    meter: list[Meter] = []  # made once the sweep knows how many cases it will run
     summary = run_sweep(
         cases,
         out,
