@@ -173,3 +173,83 @@ def test_bench_python_start_up(benchmark) -> None:  # type: ignore[no-untyped-de
     import sys
 
     benchmark(subprocess.run, [sys.executable, "-c", "pass"], check=True)
+
+
+@pytest.mark.benchmark(group="sweep")
+def test_bench_sweep_group_9b_stack(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """`lace sweep`'s unit of work: one graph context (the 32-layer Qwen3.5-9B decode stack,
+    engine flow), every policy planned and checked, two GPUs simulated."""
+    from concurrency.memory.policies import POLICIES
+    from concurrency.sweep import expand_grid, run_group
+
+    cases = expand_grid(
+        ["qwen3.5-9b"], layer_kinds=["stack"], policies=["all"], gpus=["h100", "h200"]
+    )
+    rows = benchmark(run_group, cases)
+    assert len(rows) == 2 * len(POLICIES) and all(r["status"] == "ok" for r in rows)
+
+
+#: The grid both sweep benchmarks run: 64 cases in 8 graph contexts.
+SWEEP_GRID = {"layer_kinds": ["gdn", "stack"], "batches": [1, 4], "gpus": ["h100"]}
+
+
+@pytest.mark.parametrize("backend", ["process", "dask"])
+@pytest.mark.benchmark(group="sweep-grid")
+def test_bench_sweep_one_process_vs_local_cluster(benchmark, backend, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The same grid in one process and on a local Dask cluster of 2 worker processes (started
+    once, outside the timing): extra_info's cases_per_s is the throughput each way. A fresh
+    results file each round, so nothing is skipped. `lace sweep --bench` prints the same
+    comparison for any grid."""
+    import itertools
+
+    from concurrency.sweep import expand_grid, run_sweep
+
+    if backend == "dask":
+        pytest.importorskip("distributed")
+    cases = expand_grid(["tiny", "qwen3.5-9b"], **SWEEP_GRID)
+    paths = (tmp_path / f"{i}.parquet" for i in itertools.count())
+    with _sweep_client(backend) as client:
+        kwargs = {"backend": "process"} if client is None else {"client": client}
+
+        def fresh():  # type: ignore[no-untyped-def]
+            return (cases, next(paths)), kwargs
+
+        summary = benchmark.pedantic(run_sweep, setup=fresh, rounds=3)
+    assert summary.ran == summary.ok == len(cases) == 64
+    benchmark.extra_info["cases"] = len(cases)
+    benchmark.extra_info["workers"] = summary.workers
+    if benchmark.stats is not None:
+        benchmark.extra_info["cases_per_s"] = len(cases) / benchmark.stats.stats.mean
+
+
+def _sweep_client(backend: str):  # type: ignore[no-untyped-def]
+    """A context giving None (one process) or a Client of 2 local worker processes."""
+    import contextlib
+
+    if backend == "process":
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def cluster():  # type: ignore[no-untyped-def]
+        import logging
+
+        import dask
+        import distributed
+
+        from concurrency.sweep.backends import LOCAL_WORKER_CONFIG
+        from concurrency.sweep.work import warm_up
+
+        with (
+            dask.config.set(LOCAL_WORKER_CONFIG),  # as `lace sweep` starts its workers
+            distributed.LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            ) as local,
+            distributed.Client(local) as client,
+        ):
+            client.run(warm_up)  # imports on the workers, outside the timing
+            yield client
+
+    return cluster()

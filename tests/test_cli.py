@@ -76,6 +76,8 @@ def test_every_command_has_its_options_in_the_full_parser() -> None:
         argv = [command.name, "--format", "json"]
         if command.name in {"graph", "branches", "plan", "hazards", "run", "simulate"}:
             argv += ["--model", "tiny"]
+        if command.name == "sweep":
+            argv += ["--models", "tiny"]
         args = parser.parse_args(argv)
         assert args.format == "json" and args.quiet is False, command.name
 
@@ -167,6 +169,9 @@ JSON_COMMANDS = [
     pytest.param(["run", "--model", "tiny", "--policy", "all", "--seeds", "2"], id="run"),
     pytest.param(["simulate", "--model", "tiny", "--trace", "{tmp}/t.json"], id="simulate"),
     pytest.param(
+        ["sweep", "--models", "tiny", "--in-process", "--out", "{tmp}/s.parquet"], id="sweep"
+    ),
+    pytest.param(
         ["fidelity", "--models", "tiny", "--batches", "1"],
         id="fidelity",
         marks=pytest.mark.skipif(not _oracle_loads(), reason="the ggml oracle is not built"),
@@ -247,6 +252,8 @@ HEAVY = (
     "ipywidgets",
     "llama_cpp",
     "yaml",
+    "dask",
+    "distributed",
 )
 
 

@@ -53,6 +53,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("run", "execute plans on the CPU and compare with float64"),
     Command("fidelity", "compare LACE's plans with ggml-alloc itself, or with the running engine"),
     Command("simulate", "predict a timeline on a GPU spec: streams vs one"),
+    Command("sweep", "plan and simulate a grid of cases on a Dask cluster, into Parquet"),
     Command("report", "execute every notebook headless and write HTML into reports/"),
 )
 _BY_NAME = {c.name: c for c in COMMANDS}

@@ -6,6 +6,10 @@ tests) print no progress at all. From then on each update is shown: on a termina
 rewritten in place and erased when the command ends, elsewhere (a log, CI) as plain lines such
 as `lace: planning 8 policies (3/8: alloc_dep) …`. `--quiet` turns it off.
 
+Work counted in items (a sweep's cases) gets a `Meter`: a bar, the count, the rate and the
+time left, redrawn at most every `TTY_INTERVAL_S` on a terminal and written at most every
+`LOG_INTERVAL_S` elsewhere, so a long sweep does not flood a log.
+
 A timer thread shows the latest update when the delay has passed, so one long stage that
 started early is still announced.
 """
@@ -13,6 +17,7 @@ started early is still announced.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO, TypeVar
 
@@ -20,6 +25,9 @@ T = TypeVar("T")
 
 #: Work shorter than this shows no progress.
 DELAY_S = 2.0
+#: A meter redraws its terminal line at most this often, and logs a line at most this often.
+TTY_INTERVAL_S = 0.2
+LOG_INTERVAL_S = 10.0
 _PREFIX = "lace: "
 
 
@@ -80,6 +88,15 @@ class Progress:
 
         return report
 
+    def meter(self, what: str, total: int, unit: str = "") -> Meter:
+        """A counter of `total` items for work that reports as items finish."""
+        return Meter(self, what, total, unit)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether updates rewrite one terminal line (else they are plain lines)."""
+        return self._tty
+
     def close(self) -> None:
         """Stop the timer and erase an in-place line, so the result prints on a clean line."""
         if self._timer is not None:
@@ -108,6 +125,66 @@ class Progress:
         else:
             self._stream.write(text + "\n")
         self._stream.flush()
+
+
+class Meter:
+    """Items done out of a total: `what [#####---------------] 12/48 cases, 3.1/s, 12 s
+    left`. `advance(n)` after each n items; the line is passed to the Progress when the
+    interval for its kind of stream has passed, and when the last item is done."""
+
+    def __init__(
+        self,
+        progress: Progress,
+        what: str,
+        total: int,
+        unit: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._progress = progress
+        self._what = what
+        self._total = max(total, 0)
+        self._unit = f" {unit}" if unit else ""
+        self._clock = clock
+        self._start = clock()
+        self._shown_at: float | None = None
+        self._interval = TTY_INTERVAL_S if progress.is_terminal else LOG_INTERVAL_S
+        self.done = 0
+        progress.update(self.text())
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = self._clock()
+        finished = self.done >= self._total
+        if finished or self._shown_at is None or now - self._shown_at >= self._interval:
+            self._shown_at = now
+            self._progress.update(self.text(now))
+
+    def text(self, now: float | None = None) -> str:
+        """The meter's line as of `now` (default: the clock's time)."""
+        now = self._clock() if now is None else now
+        total, done = self._total, min(self.done, self._total)
+        width = 20
+        filled = width * done // total if total else width
+        line = f"{self._what} [{'#' * filled}{'-' * (width - filled)}] {done}/{total}{self._unit}"
+        elapsed = now - self._start
+        if done and elapsed > 0:
+            rate = done / elapsed
+            line += f", {rate:.3g}/s"
+            if done < total:
+                line += f", {format_duration((total - done) / rate)} left"
+        return line
+
+
+def format_duration(seconds: float) -> str:
+    """'<1 s', '42 s', '3 min 5 s', '2 h 7 min': a time left, as a person says it."""
+    if seconds < 1:
+        return "<1 s"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 def _is_tty(stream: TextIO | None) -> bool:

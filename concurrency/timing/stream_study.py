@@ -99,14 +99,18 @@ def compare_streams(
     launch: str = "graph",
     weight_bytes_per_param: float = 2,
     detector: str = "general",
+    schedule: Schedule | None = None,
 ) -> StreamComparison:
     """Simulate `graph` on the multi-stream schedule of `detector`'s regions and on one stream.
 
     The bound is the critical path of the graph's own dependencies (no schedule's joins), the
-    same for both rows.
+    same for both rows. schedule: a multi-stream schedule already made for `graph` (a sweep
+    makes it once for planning and simulation alike; `simulate` checks that it fits); then
+    `detector` and `max_streams` are unused.
     """
     spec = get_gpu(gpu)
-    schedule = stream_schedule(graph, detect_branches(graph, detector), max_streams)
+    if schedule is None:
+        schedule = stream_schedule(graph, detect_branches(graph, detector), max_streams)
     w = weight_bytes_per_param
     return StreamComparison(
         graph=graph,
