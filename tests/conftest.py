@@ -7,20 +7,24 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 LLAMA_DUMP = SHARED / "reference" / "llama-graph" / "qwen35-tiny-b1.json"
 
-settings.register_profile(
-    "ci",
-    derandomize=True,
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.load_profile("ci")
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # the GPU device runs only tests/test_gpu_*.py, which need no hypothesis
+    pass
+else:
+    settings.register_profile(
+        "ci",
+        derandomize=True,
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile("ci")
 
 
 def _gpu_available() -> bool:
