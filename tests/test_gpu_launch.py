@@ -307,3 +307,31 @@ def test_kernel_launch_values_are_plain() -> None:
                 assert all(kind in ("ptr", "i64", "i32", "f32", "f64") for kind, _ in launch.args)
                 assert launch.block[0] % 32 == 0 and launch.block[0] <= 1024
                 assert all(g >= 1 for g in launch.grid)
+
+
+def test_selfcheck_targets_and_summary(tmp_path, capsys) -> None:
+    """The device script's pure parts: kernel and layer tests split per function (a faulting
+    kernel cannot take the other tests down), JUnit results summarised per test function."""
+    from concurrency.execute.gpu import selfcheck
+
+    targets = selfcheck.test_targets(selfcheck.default_tests())
+    assert "tests/test_gpu_kernels.py::test_gated_delta_rule" in targets
+    assert "tests/test_gpu_layers.py::test_layer_every_safe_policy_eager_and_graph" in targets
+    assert "tests/test_gpu_transformers.py" in targets
+    assert not any("test_gpu_launch" in t for t in targets)
+    junit = tmp_path / "j.xml"
+    junit.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_gpu_layers" name="test_x[a]"><properties>'
+        '<property name="max_rel_error" value="2.000e-06"/><property name="tolerance" value="1e-05"/>'
+        "</properties></testcase>"
+        '<testcase classname="tests.test_gpu_layers" name="test_x[b]"><properties>'
+        '<property name="max_rel_error" value="3.000e-02"/><property name="tolerance" value="1e-05"/>'
+        '</properties><failure message="assert 0.03 &lt;= 1e-05">trace</failure></testcase>'
+        "</testsuite></testsuites>"
+    )
+    selfcheck.summary([junit], tmp_path / "table.txt")
+    out = capsys.readouterr().out
+    assert "FAIL:1 pass:1" in out and "3.000e-02 (tol 1e-05) [b]" in out
+    assert "FAIL layers::test_x[b] err=3.000e-02 assert 0.03 <= 1e-05" in out
+    assert (tmp_path / "table.txt").read_text().count("\n") == 2

@@ -112,30 +112,36 @@ class DeviceRun:
         return tuple(out)
 
     # ------------------------------------------------------------------ data
+    def fill_arena(self) -> None:
+        """Every arena byte 0xFF (NaN as f32): a read of bytes nobody wrote shows up."""
+        self.cp.cuda.runtime.memset(self.base[ARENA], 0xFF, self.lp.buffers[ARENA].nbytes)
+
+    def upload_leaf(self, name: str, value: np.ndarray) -> None:
+        """Copy a leaf's host value (NumPy order, any float/int type) to its device location."""
+        ref = self.lp.tensors.get(name)
+        if ref is None:
+            return
+        host = to_storage(np.asarray(value).reshape(ref.shape[::-1]), ref.dtype)
+        if host.nbytes != ref.nbytes:
+            raise LaceError(f"leaf {name!r}: {host.nbytes} bytes for a {ref.nbytes}-byte tensor")
+        self.cp.cuda.runtime.memcpy(
+            self.address(ref.ptr),
+            host.ctypes.data,
+            host.nbytes,
+            self.cp.cuda.runtime.memcpyHostToDevice,
+        )
+
     def upload(self, values: Mapping[str, np.ndarray], *, fill_arena: bool = True) -> None:
         """Fill the arena with 0xFF (NaN) and copy every leaf's value to its device location."""
         cp = self.cp
         cp.cuda.Device().synchronize()
         if fill_arena:
-            cp.cuda.runtime.memset(self.base[ARENA], 0xFF, self.lp.buffers[ARENA].nbytes)
-        graph = self.lp.graph
-        for leaf in graph.leafs:
-            ref = self.lp.tensors.get(leaf)
-            if ref is None:
-                continue
-            if leaf not in values:
+            self.fill_arena()
+        for leaf in self.lp.graph.leafs:
+            if leaf in self.lp.tensors and leaf not in values:
                 raise LaceError(f"no value for leaf {leaf!r}; make_inputs(graph) builds them all")
-            host = to_storage(np.asarray(values[leaf]).reshape(ref.shape[::-1]), ref.dtype)
-            if host.nbytes != ref.nbytes:
-                raise LaceError(
-                    f"leaf {leaf!r}: {host.nbytes} bytes for a {ref.nbytes}-byte tensor"
-                )
-            cp.cuda.runtime.memcpy(
-                self.address(ref.ptr),
-                host.ctypes.data,
-                host.nbytes,
-                cp.cuda.runtime.memcpyHostToDevice,
-            )
+            if leaf in values:
+                self.upload_leaf(leaf, values[leaf])
         cp.cuda.Device().synchronize()
 
     def upload_device(self, name: str, array: Any) -> None:
