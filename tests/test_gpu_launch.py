@@ -323,10 +323,12 @@ def test_selfcheck_targets_and_summary(tmp_path, capsys) -> None:
     junit.write_text(
         '<testsuites><testsuite name="pytest">'
         '<testcase classname="tests.test_gpu_layers" name="test_x[a]"><properties>'
-        '<property name="max_rel_error" value="2.000e-06"/><property name="tolerance" value="1e-05"/>'
+        '<property name="max_rel_error" value="2.000e-06"/>'
+        '<property name="tolerance" value="1e-05"/>'
         "</properties></testcase>"
         '<testcase classname="tests.test_gpu_layers" name="test_x[b]"><properties>'
-        '<property name="max_rel_error" value="3.000e-02"/><property name="tolerance" value="1e-05"/>'
+        '<property name="max_rel_error" value="3.000e-02"/>'
+        '<property name="tolerance" value="1e-05"/>'
         '</properties><failure message="assert 0.03 &lt;= 1e-05">trace</failure></testcase>'
         "</testsuite></testsuites>"
     )
