@@ -14,7 +14,9 @@
 //
 // Self-contained on purpose: no #include of CUDA or C++ headers, so the same file compiles with
 // nvcc (the CI/compile test) and with NVRTC (CuPy's RawModule at run time) without a toolkit
-// include path. f16/bf16 use PTX cvt instructions (sm_80+ for bf16).
+// include path. f16/bf16 use PTX cvt instructions (sm_80+ for bf16) on the device; the same
+// sources also build as host C++ for the CPU emulation the tests run them in
+// (tests/cuda_emu/), where __CUDA_ARCH__ is undefined.
 #pragma once
 
 typedef long long i64;
@@ -23,21 +25,70 @@ typedef unsigned int u32;
 typedef unsigned short u16;
 
 // ---------------------------------------------------------------- element conversion
+// On the device: PTX cvt (round to nearest even). Elsewhere (the CPU emulation the tests run
+// the kernels in): the same rounding with integer arithmetic.
 __device__ __forceinline__ float f16_to_f32(u16 h) {
+#ifdef __CUDA_ARCH__
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
+#else
+    const u32 sign = (u32)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu;
+    u32 m = h & 0x3ffu, bits;
+    if (e == 0x1fu) {
+        bits = sign | 0x7f800000u | (m << 13);
+    } else if (e != 0) {
+        bits = sign | ((e + 112u) << 23) | (m << 13);
+    } else if (m == 0) {
+        bits = sign;
+    } else {  // subnormal: normalise
+        int shift = 0;
+        while (!(m & 0x400u)) {
+            m <<= 1;
+            ++shift;
+        }
+        bits = sign | ((u32)(113 - shift) << 23) | ((m & 0x3ffu) << 13);
+    }
+    return __uint_as_float(bits);
+#endif
 }
 __device__ __forceinline__ u16 f32_to_f16(float f) {
+#ifdef __CUDA_ARCH__
     u16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
+#else
+    const u32 x = __float_as_uint(f), sign = (x >> 16) & 0x8000u, ex = (x >> 23) & 0xffu;
+    u32 m = x & 0x7fffffu;
+    if (ex == 0xffu) return (u16)(sign | 0x7c00u | (m ? 0x200u : 0u));
+    const int e = (int)ex - 112;  // the f16 biased exponent
+    if (e >= 31) return (u16)(sign | 0x7c00u);
+    if (e <= 0) {
+        if (e < -10) return (u16)sign;
+        m |= 0x800000u;
+        const int shift = 14 - e;
+        u32 r = m >> shift;
+        const u32 rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1u))) ++r;
+        return (u16)(sign | r);
+    }
+    u32 r = ((u32)e << 10) | (m >> 13);
+    const u32 rem = m & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) ++r;  // a carry rounds up to inf
+    return (u16)(sign | r);
+#endif
 }
 __device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
 __device__ __forceinline__ u16 f32_to_bf16(float f) {
+#ifdef __CUDA_ARCH__
     u16 h;
     asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
+#else
+    const u32 u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40u);  // NaN stays NaN
+    return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+#endif
 }
 
 // Element type codes used as template arguments: the storage type of a tensor.

@@ -177,14 +177,16 @@ def eager_records(
 
 
 def graph_records(
-    run: Any, graph_exec: Any, counts: Mapping[int, int]
+    run: Any, counts: Mapping[int, int], graph_exec: Any | None = None
 ) -> dict[int, list[KernelRecord]]:
-    """Replay a captured graph once under CUPTI; node index → its kernels' records, assigned
-    in capture order using the per-node kernel `counts` of an eager recording."""
+    """Replay the plan's CUDA graph once under CUPTI (capturing it inside the recording unless
+    `graph_exec` is given, so CUPTI sees its nodes created); node index → its kernels' records,
+    assigned in capture order using the per-node kernel `counts` of an eager recording."""
     rec = KernelRecorder()
     rec.start()
     try:
-        run.replay(graph_exec)
+        exec_ = run.capture() if graph_exec is None else graph_exec
+        run.replay(exec_)
     finally:
         rec.stop()
     kernels = sorted((k for k in rec.kernels if k.graph_node_id), key=lambda k: k.graph_node_id)
@@ -192,8 +194,8 @@ def graph_records(
     expected = sum(counts.get(i, 0) for i in order)
     if len(kernels) != expected:
         raise LaceError(
-            f"the graph replay ran {len(kernels)} kernels, the eager run {expected}; "
-            "cannot map them to nodes"
+            f"the graph replay ran {len(kernels)} kernels with a graph node id, the eager run "
+            f"{expected}; cannot map them to nodes"
         )
     by_node: dict[int, list[KernelRecord]] = {}
     pos = 0
@@ -260,5 +262,4 @@ def measure_timeline(run: Any, launch: str = "graph", graph_exec: Any | None = N
     if launch != "graph":
         raise LaceError(f"launch must be 'graph' or 'eager', not {launch!r}")
     counts = {i: len(r) for i, r in by_eager.items()}
-    exec_ = graph_exec if graph_exec is not None else run.capture()
-    return to_timeline(run.lp, graph_records(run, exec_, counts), "graph", device)
+    return to_timeline(run.lp, graph_records(run, counts, graph_exec), "graph", device)
