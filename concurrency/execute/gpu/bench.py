@@ -41,12 +41,18 @@ class ReplayTiming:
 
 
 def hbm_floor_us(lp: LaunchPlan, bytes_per_s: float = H200_COPY_BYTES_PER_S) -> float:
-    """µs to read every weight once and read + write every state buffer at `bytes_per_s`."""
-    total = 0
+    """µs to move the bytes a step cannot avoid at `bytes_per_s`: every weight once, every
+    recurrent/conv state read and written, and the KV-cache rows attention reads."""
+    graph = lp.graph
+    total = sum(spec.nbytes for spec in lp.buffers.values() if spec.kind == "weight")
+    kv_caches = set()
+    for name in graph.nodes:
+        if graph[name].op == "FLASH_ATTN_EXT":
+            for src in graph[name].srcs[1:3]:  # the K and V views
+                kv_caches.add(graph.base(src))
+                total += lp.tensors[src].nbytes
     for spec in lp.buffers.values():
-        if spec.kind == "weight":
-            total += spec.nbytes
-        elif spec.kind == "state":
+        if spec.kind == "state" and spec.tensor not in kv_caches:
             total += 2 * spec.nbytes
     return total / bytes_per_s * 1e6
 

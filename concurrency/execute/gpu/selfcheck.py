@@ -177,7 +177,7 @@ def run_tests(out: Path, tests: list[str], extra: list[str]) -> bool:
         ok &= code in (0, 5)
         print(
             f"  [{code:>2}] {time.perf_counter() - t0:5.1f} s  "
-            f"{target.split('/')[-1][:70]:<70} {last[:60]}",
+            f"{target.split('::')[-1].split('/')[-1][:46]:<46} {last[:50]}",
             flush=True,
         )
         if code not in (0, 1, 5):
@@ -238,12 +238,12 @@ def summary(junits: list[Path], table: Path) -> None:
                     f"{m[2]} (tol {m[3]}) {m[1][len(group.split('::')[1]) :][:60]}",
                 )
         tally = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
-        print(f"  {group[:58]:<58} {tally:<22} worst {where}", flush=True)
+        print(f"  {group[:52]:<52} {tally:<16} worst {where[:60]}", flush=True)
     failed = [r for r in rows if r[4] in ("FAIL", "ERROR")]
-    for module, name, err, _tol, status, message in failed[:40]:
-        print(f"  {status} {module}::{name[:90]} err={err or '-'} {message[:200]}", flush=True)
-    if len(failed) > 40:
-        print(f"  … {len(failed) - 40} more failures in {table}", flush=True)
+    for module, name, err, _tol, status, message in failed[:25]:
+        print(f"  {status} {module}::{name[:70]} err={err or '-'} {message[:150]}", flush=True)
+    if len(failed) > 25:
+        print(f"  … {len(failed) - 25} more failures in {table}", flush=True)
 
 
 def timing(out: Path, replays: int) -> None:
