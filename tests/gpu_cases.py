@@ -108,3 +108,29 @@ def report(
     record_property("tolerance", f"{tol:.0e}")
     if worst:
         record_property("worst", worst)
+
+
+def fused(lp, kernel: str, source: str, at: str, tensors: list[str], scalars=(), skip=()):  # type: ignore[no-untyped-def]
+    """`lp` with node `at` running one fused kernel over `tensors` (+ scalar args) and the nodes
+    in `skip` launching nothing: how the fused kernels (not yet chosen by the lowering, which
+    must first be taught to the planner) are tested against the unfused graph's reference.
+    Only valid with a plan that reuses no memory (the fused kernel reads tensors later)."""
+    import dataclasses
+
+    from concurrency.execute.gpu.launch import KernelLaunch
+    from concurrency.execute.gpu.lowering import EW_BLOCK, _ew_grid, _row_block, ten
+
+    refs = [lp.tensors[t] for t in tensors]
+    args = tuple(a for r in refs for a in ten(r)) + tuple(scalars)
+    if kernel.endswith("norm_f32") or kernel == "rms_norm_mul_f32":
+        grid, block = (refs[1].ncols, 1, 1), _row_block(refs[1].shape[0])
+    else:
+        grid, block = _ew_grid(int(np.prod(refs[0].shape))), (EW_BLOCK, 1, 1)
+    launch = KernelLaunch(kernel, source, grid, block, 0, args)
+    nodes = tuple(
+        dataclasses.replace(
+            n, launches=(launch,) if n.node == at else () if n.node in skip else n.launches
+        )
+        for n in lp.nodes
+    )
+    return dataclasses.replace(lp, nodes=nodes)

@@ -70,3 +70,8 @@ def test_tiny_layers_emulated(record_property) -> None:
         ("tiny", "attn", "prefill", 2, 8, 0, "alloc_dep", "auto", "auto"),
     ):
         layers_tests.test_more_models_modes_and_paths(case, record_property)
+
+
+@pytest.mark.parametrize("kind", kernels_tests.FUSED)
+def test_fused_kernels_emulated(kind, record_property) -> None:
+    kernels_tests.test_fused_kernel_matches_the_unfused_ops(kind, record_property)

@@ -379,3 +379,114 @@ def test_projection(case, record_property) -> None:
         weight_dtype=wd,
         matmul=mode,
     )
+
+
+# ---------------------------------------------------------------------------- fused kernels
+FUSED = ["rms_norm_mul", "l2_norm", "gated_rms_norm", "ssm_conv_silu", "gdn_gates"]
+
+
+def _fused_case(kind: str):
+    """(graph builder, fused kernel, source, node it replaces, its tensors, scalars, skipped)."""
+    if kind == "rms_norm_mul":
+
+        def build(b):
+            x = b.ctx.transpose(b.inp("x", "f32", 9, 48), base="xt")
+            return b.ctx.mul(
+                b.ctx.rms_norm(x, 1e-6, base="n"), b.weight("w.norm.weight", 48), base="y"
+            )
+
+        return (
+            build,
+            "rms_norm_mul_f32",
+            "norm.cu",
+            "y",
+            ["y", "xt", "w.norm.weight"],
+            [("f32", 1e-6)],
+            {"n"},
+        )
+    if kind == "l2_norm":
+        s = 32
+
+        def build(b):
+            n = b.ctx.rms_norm(b.inp("x", "f32", s, 2, 5), 1e-6 / s, base="n")
+            return b.ctx.scale(n, 1.0 / math.sqrt(s), base="y")
+
+        # rms(eps/S)·S^-1/2 = x / sqrt(Σx² + eps): the fused kernel's eps is eps, its scale 1
+        return (
+            build,
+            "l2_norm_f32",
+            "norm.cu",
+            "y",
+            ["y", "x"],
+            [("f32", 1e-6), ("f32", 1.0)],
+            {"n"},
+        )
+    if kind == "gated_rms_norm":
+
+        def build(b):
+            o, z = b.inp("o", "f32", 32, 4, 3), b.inp("z", "f32", 32, 4, 3)
+            zs = b.ctx.unary(z, "silu", base="zs")
+            nw = b.ctx.mul(
+                b.ctx.rms_norm(o, 1e-6, base="n"), b.weight("blk.0.ssm_norm.weight", 32), base="nw"
+            )
+            return b.ctx.mul(nw, zs, base="y")
+
+        tensors = ["y", "o", "blk.0.ssm_norm.weight", "z"]
+        return (
+            build,
+            "gated_rms_norm_f32",
+            "norm.cu",
+            "y",
+            tensors,
+            [("f32", 1e-6)],
+            {"n", "nw", "zs"},
+        )
+    if kind == "ssm_conv_silu":
+
+        def build(b):
+            conv = b.ctx.ssm_conv(
+                b.inp("sx", "f32", 5, 40, 2), b.weight("blk.0.ssm_conv1d.weight", 4, 40), base="c"
+            )
+            return b.ctx.unary(conv, "silu", base="y")
+
+        return (
+            build,
+            "ssm_conv_silu_f32",
+            "conv.cu",
+            "y",
+            ["y", "sx", "blk.0.ssm_conv1d.weight"],
+            [],
+            {"c"},
+        )
+
+    def build(b):  # gdn gates: β = sigmoid(b), g = ssm_a · softplus(a + dt_bias)
+        c = b.ctx
+        beta = c.unary(b.inp("b", "f32", 6, 7), "sigmoid", base="beta")
+        biased = c.add(b.inp("a", "f32", 6, 7), b.weight("blk.0.ssm_dt.bias", 6), base="biased")
+        g = c.mul(c.unary(biased, "softplus", base="sp"), b.weight("blk.0.ssm_a", 6), base="g")
+        return beta, g
+
+    tensors = ["beta", "g", "b", "a", "blk.0.ssm_dt.bias", "blk.0.ssm_a"]
+    return build, "gdn_gates_f32", "elementwise.cu", "g", tensors, [], {"beta", "biased", "sp"}
+
+
+@pytest.mark.parametrize("kind", FUSED)
+def test_fused_kernel_matches_the_unfused_ops(kind: str, record_property) -> None:
+    """Each fused kernel against the reference of the ops it fuses (no memory reuse)."""
+    from gpu_cases import fused
+
+    build, kernel, source, at, tensors, scalars, skip = _fused_case(kind)
+    graph = op_graph(build)
+    schedule, plan = planned(graph, "no_reuse", streams="serial")
+    values = values_for(graph, 10)
+    if kind == "gdn_gates":
+        values["blk.0.ssm_a"] = -np.exp(values["blk.0.ssm_a"])
+    inputs = reference_inputs(graph, values=values)
+    ref = reference_run(graph, inputs)
+    lp = fused(build_launch_plan(graph, schedule, plan), kernel, source, at, tensors, scalars, skip)
+    from concurrency.execute.gpu import relative_errors
+
+    got = run_gpu(lp, inputs, "graph")
+    errors = relative_errors(ref, got)
+    report(record_property, max(errors.values()), F32_TOL)
+    assert max(errors.values()) <= F32_TOL, errors
