@@ -10,7 +10,14 @@ as in llama.cpp; the activations that cuBLASLt needs in the weight's type go to 
 buffer outside the arena, one region per node (never shared by two streams).
 
 A thin CuPy runner (`runner.py`) turns this value into device buffers, kernel launches on streams
-and a CUDA graph; CI tests assert on the value itself without a GPU.
+and a CUDA graph; CI tests assert on the value itself without a GPU. Any plan is accepted, unsafe
+ones included: replaying those is how their races show on the GPU.
+
+One graph node is one kernel (two for a cuBLASLt projection that first casts its activations).
+kernels/ also has fused kernels (RMSNorm + weight, L2 norm, gated RMSNorm, conv + SiLU, the GDN
+gates), tested against the ops they fuse, which the lowering does not pick yet: a fused kernel
+reads its first op's sources at its last op's node, later than the graph says, so the memory
+plan must see the fused node first (fusion belongs in the graph, before planning).
 """
 
 from __future__ import annotations
