@@ -9,10 +9,15 @@ and the rule that kernels are data under `concurrency/`, not a top-level `kernel
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -110,3 +115,99 @@ def test_no_top_level_kernels_package() -> None:
     assert not (ROOT / "kernels" / "__init__.py").exists()
     includes = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
     assert all(pattern.startswith("concurrency") for pattern in includes)
+
+
+def test_gpu_extras_for_cuda_13_and_cuda_12() -> None:
+    """`gpu` installs the CUDA 13 stack (the lent device), `gpu-cuda12` the CUDA 12 one."""
+    extras = _pyproject()["project"]["optional-dependencies"]
+    names = {k: {canonicalize_name(Requirement(r).name) for r in v} for k, v in extras.items()}
+    assert names["gpu"] == {"cupy-cuda13x", "nvmath-python", "cupti-python"}
+    assert names["gpu-cuda12"] == {"cupy-cuda12x", "nvmath-python", "cupti-python"}
+    cupti12 = next(Requirement(r) for r in extras["gpu-cuda12"] if r.startswith("cupti"))
+    assert "13.0" not in cupti12.specifier and "12.6" in cupti12.specifier
+
+
+def _source_tree(dest: Path) -> Path:
+    """A copy of what the build backend reads (symlinks kept, caches dropped)."""
+    src = dest / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "concurrency", src / "concurrency", symlinks=True, ignore=ignore)
+    shutil.copytree(ROOT / "kernels", src / "kernels", ignore=ignore)
+    return src
+
+
+def _build_wheel(src: Path, out: Path) -> Path:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0 and "bdist_wheel" in done.stdout + done.stderr:
+        pytest.skip(
+            "building a wheel needs the 'wheel' package or setuptools ≥ 70.1 (pip install wheel)"
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = out.glob("*.whl")
+    return wheel
+
+
+def _kernel_files() -> set[str]:
+    return {p.name for p in (ROOT / "kernels").iterdir() if p.suffix in (".cu", ".cuh")}
+
+
+def test_wheel_ships_every_kernel_source(tmp_path: Path) -> None:
+    """The wheel holds every kernels/*.cu (and the shared header) as concurrency/kernels/ data,
+    real files resolved through the source tree's symlink, and no top-level kernels package."""
+    wheel = _build_wheel(_source_tree(tmp_path), tmp_path / "dist")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {n.split("/")[-1] for n in names if n.startswith("concurrency/kernels/")}
+    assert shipped == _kernel_files()
+    assert not any(n.startswith("kernels/") for n in names)
+    assert "concurrency/execute/gpu/runner.py" in names
+
+
+def test_sdist_carries_the_kernels_and_rebuilds_a_wheel(tmp_path: Path) -> None:
+    """The sdist stores the kernels as regular files under concurrency/kernels/, and a wheel
+    built from the unpacked sdist ships them too."""
+    src = _source_tree(tmp_path)
+    code = (
+        f"from setuptools import build_meta as b; print(b.build_sdist({str(tmp_path / 'sdist')!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=src, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (sdist,) = (tmp_path / "sdist").glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        members = [m for m in tar.getmembers() if "/concurrency/kernels/" in m.name]
+        assert {m.name.split("/")[-1] for m in members if m.isfile()} == _kernel_files()
+        try:
+            tar.extractall(tmp_path / "unpacked", filter="data")
+        except TypeError:  # Python < 3.10.12 has no extraction filters; this is our own sdist
+            tar.extractall(tmp_path / "unpacked")
+    (root,) = (tmp_path / "unpacked").iterdir()
+    wheel = _build_wheel(root, tmp_path / "dist2")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {
+        n.split("/")[-1] for n in names if n.startswith("concurrency/kernels/")
+    } == _kernel_files()
+
+
+def test_checkout_finds_the_kernels_through_the_symlink() -> None:
+    """An editable install (or this checkout on PYTHONPATH) reads the top-level kernels/ folder."""
+    from concurrency.execute.gpu.kernels import kernel_dir
+
+    assert (ROOT / "concurrency" / "kernels").is_symlink()
+    assert kernel_dir().resolve() == (ROOT / "kernels").resolve()

@@ -361,6 +361,19 @@ def make_inputs(graph: Graph, seed: int = 0) -> dict[str, Array]:
     return out
 
 
+def make_graph_inputs(graph: Graph, seed: int = 0) -> dict[str, Array]:
+    """Values for the graph INPUT leaves only (tokens, positions, masks, the layer input), with
+    `make_inputs`' rules but without drawing weights or caches (and without the size limit), for
+    executors that fill large weights themselves (the GPU benchmark draws them on the device).
+    The random inputs differ from `make_inputs(graph, seed)`'s, which interleaves the draws."""
+    rng = np.random.default_rng(seed)
+    return {
+        name: np.reshape(_graph_input(graph, graph[name], rng), graph[name].shape[::-1])
+        for name in graph.leafs
+        if not graph[name].external
+    }
+
+
 def _weight(t: Tensor, rng: np.random.Generator) -> Array:
     shape = t.shape[::-1]
     label = t.ggml_name or t.name
@@ -446,6 +459,7 @@ __all__ = [
     "gated_delta_rule",
     "gated_delta_rule_chunked",
     "linearization",
+    "make_graph_inputs",
     "make_inputs",
     "max_rel_error",
     "reference_run",

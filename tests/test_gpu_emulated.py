@@ -1,0 +1,77 @@
+"""The GPU kernels without a GPU: the same kernel tests as tests/test_gpu_kernels.py, on a subset
+of cases, with every kernel compiled as host C++ and run in the CPU emulation of tests/cuda_emu
+(threads, barriers and warp shuffles emulated; cuBLASLt computed by NumPy). It checks the
+launch plan's argument ABI and the kernels' indexing and arithmetic against the float64
+reference in CI; speed, NVRTC, CuPy and nvmath are the GPU run's job. Skipped without g++."""
+
+from __future__ import annotations
+
+import pytest
+import test_gpu_kernels as kernels_tests
+import test_gpu_layers as layers_tests
+from cuda_emu import emulator
+
+import concurrency.execute.gpu.check as check
+
+pytestmark = pytest.mark.skipif(emulator.compiler() is None, reason="g++ is not installed here")
+
+
+@pytest.fixture(autouse=True)
+def emulated(monkeypatch):
+    try:
+        emulator.library("elementwise.cu")
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"the host C++ build of the kernels failed (needs g++ with C++20): {exc}")
+    monkeypatch.setattr(check, "run_gpu", emulator.emu_run_gpu)
+    monkeypatch.setattr(kernels_tests, "run_gpu", emulator.emu_run_gpu)
+    monkeypatch.setattr(layers_tests, "run_gpu", emulator.emu_run_gpu)
+
+
+GDN = [
+    (16, 2, 6, 1, 2, "real", "auto"),
+    (128, 1, 1, 3, 1, "real", "recurrent"),
+    (32, 2, 4, 65, 1, "real", "chunked"),
+    (32, 2, 4, 65, 1, "strong", "chunked"),
+]
+
+
+@pytest.mark.parametrize("case", GDN, ids=lambda c: "dk{}-hk{}-hv{}-T{}-B{}-{}-{}".format(*c))
+def test_gated_delta_rule_emulated(case, record_property) -> None:
+    kernels_tests.test_gated_delta_rule(case, record_property)
+
+
+def test_elementwise_and_row_ops_emulated(record_property) -> None:
+    kernels_tests.test_elementwise_and_row_ops_in_place(record_property)
+
+
+def test_copies_emulated(record_property) -> None:
+    kernels_tests.test_copies_concat_and_casts(record_property)
+
+
+def test_rows_emulated(record_property) -> None:
+    kernels_tests.test_get_rows_and_set_rows_wrap_indices(record_property)
+
+
+def test_conv_rope_attention_router_emulated(record_property) -> None:
+    kernels_tests.test_ssm_conv_with_state(2, record_property)
+    kernels_tests.test_rope_partial_and_full(16, 64, record_property)
+    kernels_tests.test_flash_attention(32, 6, 2, 7, 256, 1, record_property)
+    kernels_tests.test_router_sort_top_k_and_experts(record_property)
+
+
+@pytest.mark.parametrize("case", [kernels_tests.MATMUL_CASES[i] for i in (1, 2, 4, 8)])
+def test_projection_emulated(case, record_property) -> None:
+    kernels_tests.test_projection(case, record_property)
+
+
+def test_tiny_layers_emulated(record_property) -> None:
+    for case in (
+        ("tiny", "gdn", "decode", 2, None, 0, "happens_before", "auto", "auto"),
+        ("tiny", "attn", "prefill", 2, 8, 0, "alloc_dep", "auto", "auto"),
+    ):
+        layers_tests.test_more_models_modes_and_paths(case, record_property)
+
+
+@pytest.mark.parametrize("kind", kernels_tests.FUSED)
+def test_fused_kernels_emulated(kind, record_property) -> None:
+    kernels_tests.test_fused_kernel_matches_the_unfused_ops(kind, record_property)

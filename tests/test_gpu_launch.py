@@ -1,0 +1,339 @@
+"""The GPU executor's pure side, checked without a GPU: the launch plan addresses every planned
+tensor at arena + its plan offset, launches touch only the node's own tensors, streams and
+waits are the schedule's, every kernel named exists in its source file; weights are cast as
+documented; and without CuPy, nvmath-python, cupti-python or a GPU every entry point raises one
+clear line naming the fix."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gpu_cases import layer_graph, op_graph, planned
+
+from concurrency.errors import LaceError, MissingToolError
+from concurrency.execute.gpu import (
+    KernelLaunch,
+    MatmulLaunch,
+    build_launch_plan,
+    cast_weights,
+    reference_inputs,
+    tolerance,
+)
+from concurrency.execute.gpu import kernels as kernel_files
+from concurrency.execute.gpu.launch import ARENA, SCRATCH, STORAGE_BYTES, LaunchPlan
+from concurrency.execute.gpu.storage import from_bf16_bits, round_to, to_bf16_bits
+from concurrency.memory.engine_flow import engine_flow_plan
+from concurrency.memory.policies import POLICIES
+
+REPO = Path(__file__).resolve().parents[1]
+GRAPHS = [
+    ("tiny", "gdn", "decode", 2, None),
+    ("tiny", "attn", "prefill", 2, 8),
+    ("27b-scaled", "stack", "decode", 4, None),
+    ("27b-scaled", "stack", "prefill", 1, 65),
+    ("moe-scaled", "stack", "decode", 2, None),
+    ("next-scaled", "stack", "prefill", 1, 8),
+]
+
+
+def _ranges(lp: LaunchPlan, node: str) -> list[tuple[str, int, int]]:
+    """(buffer, start, end) of the tensors node `node` may touch: itself and its sources."""
+    g = lp.graph
+    out = []
+    for name in (node, *g[node].srcs):
+        ref = lp.tensors.get(name)
+        if ref is not None and ref.nbytes:
+            out.append((ref.ptr.buffer, ref.ptr.offset_bytes, ref.ptr.offset_bytes + ref.nbytes))
+    return out
+
+
+@pytest.mark.parametrize("case", GRAPHS, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("weight_dtype", ["f32", "bf16"])
+def test_launch_plan_follows_plan_and_schedule(case, weight_dtype: str) -> None:
+    graph = layer_graph(*case)
+    for policy in POLICIES:  # unsafe plans too: running them is how races show on the GPU
+        schedule, plan = planned(graph, policy)
+        for matmul in ("auto", "nvmath", "custom"):
+            lp = build_launch_plan(graph, schedule, plan, weight_dtype=weight_dtype, matmul=matmul)
+            assert lp.buffers[ARENA].nbytes == plan.arena_bytes
+            # every planned tensor (and view of one) at arena + its planned offset
+            for name, t in graph.tensors.items():
+                addr = plan.address(graph, name)
+                if t.is_empty:
+                    assert name not in lp.tensors
+                elif addr is not None:
+                    ref = lp.tensors[name]
+                    assert (ref.ptr.buffer, ref.ptr.offset_bytes) == (ARENA, addr), name
+                    assert ref.strides_bytes == t.strides_bytes
+                else:
+                    base = graph.base(name)
+                    assert lp.tensors[name].ptr.buffer.endswith(f":{base}"), name
+            # the schedule's streams and waits, an event wherever someone waits
+            awaited = {j for w in schedule.waits for j in w}
+            assert [n.stream for n in lp.nodes] == list(schedule.stream)
+            assert [n.waits for n in lp.nodes] == [tuple(w) for w in schedule.waits]
+            assert {n.index for n in lp.nodes if n.record} == awaited
+            # every pointer a launch passes lies inside a tensor the node touches (or its scratch)
+            for node in lp.nodes:
+                allowed = _ranges(lp, node.node)
+                for launch in node.launches:
+                    for ptr in launch.pointers():
+                        if ptr.buffer == SCRATCH:
+                            continue
+                        assert any(
+                            b == ptr.buffer and lo <= ptr.offset_bytes < hi for b, lo, hi in allowed
+                        ), (node.node, ptr)
+            # projection paths as documented
+            mm = lp.matmuls()
+            if matmul == "custom":
+                assert not mm
+            if matmul == "nvmath":
+                assert len(mm) == sum(
+                    graph[n].op == "MUL_MAT" for n in graph.nodes if not graph[n].is_empty
+                )
+            if matmul == "auto":
+                assert all(m.n > 8 for m in mm)
+
+
+def test_scratch_regions_are_private_and_outside_the_arena() -> None:
+    graph = layer_graph("27b-scaled", "stack", "prefill", 1, 65)
+    schedule, plan = planned(graph, "happens_before")
+    lp = build_launch_plan(graph, schedule, plan, weight_dtype="bf16", matmul="nvmath")
+    spans = []
+    for node in lp.nodes:
+        for launch in node.launches:
+            if isinstance(launch, MatmulLaunch):
+                assert launch.x.buffer == SCRATCH and launch.d.buffer == ARENA
+                spans.append(
+                    (launch.x.offset_bytes, launch.x.offset_bytes + launch.n * launch.k * 2)
+                )
+    spans.sort()
+    assert spans and all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+    assert spans[-1][1] <= lp.buffers[SCRATCH].nbytes
+
+
+def test_every_named_kernel_exists_in_its_source() -> None:
+    defined = {src: kernel_files.kernel_names(src) for src in kernel_files.sources()}
+    seen = set()
+    for case in GRAPHS:
+        graph = layer_graph(*case)
+        schedule, plan = planned(graph, "happens_before")
+        for wd in ("f32", "f16", "bf16"):
+            for matmul in ("auto", "custom"):
+                for gdn in ("recurrent", "chunked"):
+                    lp = build_launch_plan(
+                        graph, schedule, plan, weight_dtype=wd, matmul=matmul, gdn=gdn
+                    )
+                    for source, kernel in lp.kernels():
+                        assert kernel in defined[source], (source, kernel)
+                        seen.add(kernel)
+    assert {
+        "gdn_chunked_f32",
+        "flash_attn_ext_f16_d1",
+        "mul_mat_id_bf16",
+        "argsort_desc_f32_i32",
+    } <= seen
+
+
+def test_weight_casts_and_rounding() -> None:
+    graph = layer_graph("moe-scaled", "stack", "decode", 1)
+    cast = cast_weights(graph)
+    assert "token_embd.weight" in cast and "blk.0.attn_qkv.weight" in cast
+    assert "blk.0.ffn_up_exps.weight" in cast
+    assert not any(
+        n.endswith(("norm.weight", "ssm_a", "ssm_dt.bias", "ssm_conv1d.weight")) for n in cast
+    )
+    schedule, plan = planned(graph, "happens_before")
+    f32 = build_launch_plan(graph, schedule, plan, weight_dtype="f32")
+    half = build_launch_plan(graph, schedule, plan, weight_dtype="bf16")
+    for name in cast:
+        assert half.buffers[f"weight:{name}"].nbytes * 2 == f32.buffers[f"weight:{name}"].nbytes
+        assert half.tensors[name].dtype == "bf16"
+    values = reference_inputs(graph, 0, "bf16")
+    for name in cast:  # already bf16 values: rounding again changes nothing
+        assert np.array_equal(round_to(values[name], "bf16"), values[name])
+    assert all(
+        np.array_equal(round_to(values[n], "f16"), values[n])
+        for n in graph.leafs
+        if graph[n].dtype == "f16"
+    )
+
+
+def test_bf16_rounding_is_to_nearest_even() -> None:
+    x = np.array(
+        [1.0, 1.0 + 2**-8, 1.0 + 3 * 2**-8, 1.0 + 2**-7, -2.5, np.inf, np.nan], dtype=np.float32
+    )
+    bits = to_bf16_bits(x)
+    back = from_bf16_bits(bits)
+    assert back[0] == 1.0 and back[1] == 1.0  # tie → even
+    assert back[2] == 1.0 + 2**-6  # tie → even (up)
+    assert back[3] == 1.0 + 2**-7 and back[4] == -2.5 and np.isinf(back[5]) and np.isnan(back[6])
+
+
+def test_engine_flow_plan_lowers() -> None:
+    from concurrency.graph.branches import detect_branches
+    from concurrency.graph.schedule import stream_schedule
+
+    graph = layer_graph("tiny", "stack", "decode", 2)
+    report = detect_branches(graph)
+    schedule = stream_schedule(graph, report)
+    flow = engine_flow_plan(graph, schedule, report, "happens_before", 128)
+    lp = build_launch_plan(graph, schedule, flow.plan)
+    assert lp.buffers[ARENA].nbytes == flow.buffer_bytes
+    for name in graph.planned:
+        if name in lp.tensors:
+            assert lp.tensors[name].ptr.offset_bytes == flow.plan.address(graph, name)
+
+
+def test_bad_requests_are_one_clear_error() -> None:
+    graph = layer_graph("tiny", "gdn", "decode", 1)
+    schedule, plan = planned(graph, "happens_before")
+    with pytest.raises(LaceError, match="weight_dtype"):
+        build_launch_plan(graph, schedule, plan, weight_dtype="int8")
+    with pytest.raises(LaceError, match="matmul"):
+        build_launch_plan(graph, schedule, plan, matmul="magic")
+    other = layer_graph("tiny", "gdn", "decode", 2)
+    with pytest.raises(LaceError, match="made for"):
+        build_launch_plan(other, planned(other, "happens_before")[0], plan)
+
+    def build(b):
+        x = b.inp("x", "f32", 8, 4)
+        return b.ctx._node("TOP_K", "top", (x,), (2, 4), dtype="i32")
+
+    top = op_graph(build)
+    s, p = planned(top, "no_reuse", streams="serial")
+    with pytest.raises(LaceError, match="not implemented by the GPU executor"):
+        build_launch_plan(top, s, p)
+
+
+def test_tolerances_follow_gdn_reference() -> None:
+    assert tolerance(layer_graph("tiny", "gdn", "decode", 1), "f32") == 1e-5
+    assert tolerance(layer_graph("tiny", "attn", "decode", 1), "f32") == 3e-3
+    assert tolerance(layer_graph("tiny", "gdn", "decode", 1), "bf16") == 1e-2
+
+
+def test_chunked_kernel_shared_memory_fits_hopper() -> None:
+    from concurrency.execute.gpu.lowering import MAX_SHARED_BYTES, gdn_chunked_shared_bytes
+
+    assert gdn_chunked_shared_bytes(128) < 124_000
+    assert gdn_chunked_shared_bytes(256) <= MAX_SHARED_BYTES
+    assert all(STORAGE_BYTES[d] in (2, 4, 8) for d in STORAGE_BYTES)
+
+
+def test_kernel_dir_ships_every_source() -> None:
+    files = set(kernel_files.sources())
+    assert files == {p.name for p in (REPO / "kernels").glob("*.cu")}
+    assert len(files) >= 9
+    for name in files:
+        head = (REPO / "kernels" / name).read_text(encoding="utf-8").split("#include", 1)[0]
+        for word in ("What", "Shape legend", "Launch"):
+            assert word in head, f"kernels/{name}: header lacks {word!r}"
+
+
+# ---------------------------------------------------------------------------- clear errors
+def _run_isolated(code: str) -> subprocess.CompletedProcess:
+    prelude = "import sys\nsys.path[:0] = [{!r}, {!r}]\n".format(str(REPO), str(REPO / "tests"))
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True
+    )
+
+
+def test_without_cupy_every_entry_point_names_the_fix() -> None:
+    done = _run_isolated(
+        """
+        sys.modules["cupy"] = None
+        sys.modules["nvmath"] = None
+        sys.modules["cupti"] = None
+        from concurrency.errors import MissingToolError
+        from concurrency.execute.gpu import build_launch_plan, check_gpu, run_gpu
+        from concurrency.execute.gpu.backend import nvmath_advanced, cupti
+        from concurrency.execute.gpu.runner import DeviceRun
+        from gpu_cases import layer_graph, planned
+        g = layer_graph("tiny", "gdn", "decode", 1)
+        s, p = planned(g, "happens_before")
+        lp = build_launch_plan(g, s, p)
+        for call in (lambda: run_gpu(lp, {}), lambda: DeviceRun(lp), lambda: check_gpu(g, s, p),
+                     nvmath_advanced, cupti):
+            try:
+                call()
+            except MissingToolError as exc:
+                msg = str(exc)
+                assert "\\n" not in msg, msg
+                print(msg)
+            else:
+                raise SystemExit("no error")
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 5
+    assert all("lace-kit[gpu]" in line for line in lines)
+    assert "matmul='custom'" in lines[3]
+
+
+def test_no_gpu_is_one_line(monkeypatch) -> None:
+    from concurrency.execute.gpu import backend
+
+    def no_device() -> int:
+        raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected\ndetails")
+
+    fake = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_device))
+    )
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.raises(MissingToolError, match=r"^no CUDA GPU found \(cudaErrorNoDevice") as info:
+        backend.cupy()
+    assert "\n" not in str(info.value)
+    fake.cuda.runtime.getDeviceCount = lambda: 0
+    with pytest.raises(MissingToolError, match="no CUDA GPU found"):
+        backend.cupy()
+
+
+def test_kernel_launch_values_are_plain() -> None:
+    graph = layer_graph("tiny", "gdn", "prefill", 1, 8)
+    schedule, plan = planned(graph, "happens_before")
+    lp = build_launch_plan(graph, schedule, plan)
+    for node in lp.nodes:
+        for launch in node.launches:
+            assert isinstance(launch, KernelLaunch | MatmulLaunch)
+            if isinstance(launch, KernelLaunch):
+                assert all(kind in ("ptr", "i64", "i32", "f32", "f64") for kind, _ in launch.args)
+                assert launch.block[0] % 32 == 0 and launch.block[0] <= 1024
+                assert all(g >= 1 for g in launch.grid)
+
+
+def test_selfcheck_targets_and_summary(tmp_path, capsys) -> None:
+    """The device script's pure parts: kernel and layer tests split per function (a faulting
+    kernel cannot take the other tests down), JUnit results summarised per test function."""
+    from concurrency.execute.gpu import selfcheck
+
+    targets = selfcheck.test_targets(selfcheck.default_tests())
+    assert "tests/test_gpu_kernels.py::test_gated_delta_rule" in targets
+    assert "tests/test_gpu_layers.py::test_layer_every_safe_policy_eager_and_graph" in targets
+    assert "tests/test_gpu_transformers.py" in targets
+    assert not any("test_gpu_launch" in t for t in targets)
+    junit = tmp_path / "j.xml"
+    junit.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_gpu_layers" name="test_x[a]"><properties>'
+        '<property name="max_rel_error" value="2.000e-06"/>'
+        '<property name="tolerance" value="1e-05"/>'
+        "</properties></testcase>"
+        '<testcase classname="tests.test_gpu_layers" name="test_x[b]"><properties>'
+        '<property name="max_rel_error" value="3.000e-02"/>'
+        '<property name="tolerance" value="1e-05"/>'
+        '</properties><failure message="assert 0.03 &lt;= 1e-05">trace</failure></testcase>'
+        "</testsuite></testsuites>"
+    )
+    selfcheck.summary([junit], tmp_path / "table.txt")
+    out = capsys.readouterr().out
+    assert "FAIL:1 pass:1" in out and "3.000e-02 (tol 1e-05) [b]" in out
+    assert "FAIL layers::test_x[b] err=3.000e-02 assert 0.03 <= 1e-05" in out
+    assert (tmp_path / "table.txt").read_text().count("\n") == 2
