@@ -13,9 +13,15 @@ cd "$(dirname "$0")/.."
 SITE=/tmp/site
 PY=python3
 wheels=()
-for pattern in nvmath_python cupti_python pytest pluggy iniconfig pygments; do
+for pattern in nvmath_python cupti_python; do
   for w in .whl/${pattern}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
 done
+# pytest only where the machine has none (the image's own pytest keeps its plugins working)
+if ! $PY -c "import pytest" 2>/dev/null; then
+  for pattern in pytest pluggy iniconfig pygments; do
+    for w in .whl/${pattern}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
+  done
+fi
 for mod in bindings:cuda_bindings core:cuda_core pathfinder:cuda_pathfinder; do
   if ! $PY -c "import cuda.${mod%%:*}" 2>/dev/null; then
     for w in .whl/fallback/${mod##*:}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
