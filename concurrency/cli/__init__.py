@@ -54,6 +54,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("fidelity", "compare LACE's plans with ggml-alloc itself, or with the running engine"),
     Command("simulate", "predict a timeline on a GPU spec: streams vs one"),
     Command("sweep", "plan and simulate a grid of cases on a Dask cluster, into Parquet"),
+    Command("record", "on a GPU: the race experiment and replay timings, written under data/"),
+    Command("bench", "one stream vs the schedule's streams on a GPU, or --from-data without one"),
     Command("report", "execute every notebook headless and write HTML into reports/"),
 )
 _BY_NAME = {c.name: c for c in COMMANDS}

@@ -2,18 +2,26 @@
 
 `replay_time` builds the launch plan, fills weights and caches with random values drawn ON the
 device (a 27B layer's weights never pass through the host), captures the whole graph once and
-times `replays` back-to-back replays with CUDA events; the median is the figure. `hbm_floor_us`
-is the bytes the step must move (every weight once, every state read and written) over a
-bandwidth (the H200's measured device-to-device copy rate by default).
+times `replays` back-to-back replays with CUDA events; the median is the figure.
+`alternating_times` times several captured runs in rounds whose order changes from round to
+round (the first run of a process is slower, and a fixed order once showed a false gain), so
+one-stream and multi-stream replays are measured side by side. `hbm_floor_bytes` is what the
+step must move (every weight once, every state read and written, the KV rows attention reads)
+and `hbm_floor_us` that over a bandwidth (the H200's measured device-to-device copy rate by
+default). `bench_rows` pairs each multi-stream row of a replay table with its one-stream row
+(speedup, achieved bandwidth, ratio to the floor) for `lace bench`, live or from recordings.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from concurrency.errors import LaceError
 from concurrency.execute.gpu.launch import LaunchPlan, build_launch_plan
 from concurrency.execute.numpy_arena import make_graph_inputs
 from concurrency.graph.branches import detect_branches
@@ -41,7 +49,12 @@ class ReplayTiming:
 
 
 def hbm_floor_us(lp: LaunchPlan, bytes_per_s: float = H200_COPY_BYTES_PER_S) -> float:
-    """µs to move the bytes a step cannot avoid at `bytes_per_s`: every weight once, every
+    """µs to move the bytes a step cannot avoid at `bytes_per_s` (`hbm_floor_bytes`)."""
+    return hbm_floor_bytes(lp) / bytes_per_s * 1e6
+
+
+def hbm_floor_bytes(lp: LaunchPlan) -> int:
+    """The bytes a step cannot avoid moving: every weight once (in its stored type), every
     recurrent/conv state read and written, and the KV-cache rows attention reads."""
     graph = lp.graph
     total = sum(spec.nbytes for spec in lp.buffers.values() if spec.kind == "weight")
@@ -54,7 +67,7 @@ def hbm_floor_us(lp: LaunchPlan, bytes_per_s: float = H200_COPY_BYTES_PER_S) -> 
     for spec in lp.buffers.values():
         if spec.kind == "state" and spec.tensor not in kv_caches:
             total += 2 * spec.nbytes
-    return total / bytes_per_s * 1e6
+    return total
 
 
 def random_device_inputs(run: Any, seed: int = 0) -> None:
@@ -135,3 +148,148 @@ def replay_time(
         replays=replays,
         floor_us=hbm_floor_us(lp),
     )
+
+
+# ---------------------------------------------------------------------------- alternating rounds
+def round_orders(n_runs: int, rounds: int) -> list[list[int]]:
+    """The order of `n_runs` runs in each of `rounds` rounds: round r starts with run r mod n
+    and goes forward on even rounds, backward on odd ones, so each run is first, last and in
+    between as often as the rounds allow (two runs: AB, BA, AB, …)."""
+    if n_runs < 1 or rounds < 1:
+        raise LaceError(f"need at least one run and one round, got {n_runs} and {rounds}")
+    orders = []
+    for r in range(rounds):
+        start = r % n_runs
+        forward = [(start + k) % n_runs for k in range(n_runs)]
+        orders.append(forward if r % 2 == 0 else [forward[0], *reversed(forward[1:])])
+    return orders
+
+
+def alternating_times(
+    runs: Sequence[tuple[Any, Any]], rounds: int = 5, per_round: int = 20
+) -> list[np.ndarray]:
+    """Replay times (µs, CUDA events) of each (DeviceRun, captured graph) in `runs`: `rounds`
+    rounds of `per_round` back-to-back replays each, in `round_orders`."""
+    times: list[list[float]] = [[] for _ in runs]
+    for order in round_orders(len(runs), rounds):
+        for i in order:
+            run, graph_exec = runs[i]
+            times[i].extend(run.replay_times_us(graph_exec, per_round).tolist())
+    return [np.asarray(t) for t in times]
+
+
+@dataclass(frozen=True)
+class ReplayStats:
+    """Median and spread of a run's replay times (µs) and what it moved."""
+
+    median_us: float
+    p10_us: float
+    p90_us: float
+    replays: int
+    floor_bytes: int
+    floor_us: float
+
+    @classmethod
+    def of(
+        cls, times_us: np.ndarray, floor_bytes: int, bytes_per_s: float = H200_COPY_BYTES_PER_S
+    ) -> ReplayStats:
+        return cls(
+            median_us=float(np.median(times_us)),
+            p10_us=float(np.percentile(times_us, 10)),
+            p90_us=float(np.percentile(times_us, 90)),
+            replays=len(times_us),
+            floor_bytes=int(floor_bytes),
+            floor_us=floor_bytes / bytes_per_s * 1e6,
+        )
+
+    @property
+    def bandwidth_gb_s(self) -> float:
+        """The floor's bytes over the median time (GB/s): the bandwidth the step achieved."""
+        return self.floor_bytes / self.median_us / 1e3 if self.median_us > 0 else math.nan
+
+    @property
+    def floor_ratio(self) -> float:
+        """Median time ÷ HBM floor: 1 is as fast as the bytes allow."""
+        return self.median_us / self.floor_us if self.floor_us > 0 else math.nan
+
+
+# ---------------------------------------------------------------------------- the bench table
+#: What identifies one graph of a replay table (its one-stream and multi-stream rows share it).
+GRAPH_KEYS = ("model", "config", "layer", "layers", "batch")
+BENCH_COLUMNS = (
+    "model",
+    "layer",
+    "layers",
+    "batch",
+    "policy",
+    "streams",
+    "one_us",
+    "multi_us",
+    "speedup",
+    "bandwidth_gb_s",
+    "floor_us",
+    "floor_ratio",
+    "replays",
+    "device",
+    "source",
+)
+
+
+def bench_rows(
+    rows: Sequence[Mapping[str, Any]], policies: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per multi-stream replay row (of `policies`, default all) that has a one-stream
+    row for the same graph (and device and file, when the rows carry them): both medians, the
+    speedup (one ÷ multi), the multi-stream run's achieved bandwidth and ratio to the floor.
+    Rows whose status is not "ok" are left out."""
+    ok = [r for r in rows if r.get("status", "ok") == "ok"]
+    where = ("device", "file")
+
+    def key(r: Mapping[str, Any]) -> tuple:
+        return tuple(r.get(k) for k in (*GRAPH_KEYS, *where))
+
+    one = {key(r): r for r in ok if r["schedule"] == "one"}
+    out = []
+    for r in ok:
+        if r["schedule"] != "multi" or (policies is not None and r["policy"] not in policies):
+            continue
+        base = one.get(key(r))
+        if base is None:
+            continue
+        out.append(
+            {
+                "model": r["model"],
+                "layer": r["layer"],
+                "layers": int(r["layers"]),
+                "batch": int(r["batch"]),
+                "policy": r["policy"],
+                "streams": int(r["streams"]),
+                "one_us": float(base["median_us"]),
+                "multi_us": float(r["median_us"]),
+                "speedup": float(base["median_us"]) / float(r["median_us"]),
+                "bandwidth_gb_s": float(r["bandwidth_gb_s"]),
+                "floor_us": float(r["floor_us"]),
+                "floor_ratio": float(r["floor_ratio"]),
+                "replays": int(r["replays"]),
+                "device": str(r.get("device", "")),
+                "source": str(r.get("source", "measured")),
+            }
+        )
+    return out
+
+
+def bench_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`bench_rows` as aligned text lines."""
+    head = (
+        f"{'model':<14} {'graph':<9} {'B':>3} {'policy':<19} {'str':>3} {'one µs':>9} "
+        f"{'multi µs':>9} {'speedup':>7} {'GB/s':>7} {'floor µs':>8} {'×floor':>6}"
+    )
+    lines = [head]
+    for r in rows:
+        graph = f"stack×{r['layers']}" if r["layer"] == "stack" else r["layer"]
+        lines.append(
+            f"{r['model'][:14]:<14} {graph:<9} {r['batch']:>3} {r['policy'][:19]:<19} "
+            f"{r['streams']:>3} {r['one_us']:>9.1f} {r['multi_us']:>9.1f} {r['speedup']:>7.3f} "
+            f"{r['bandwidth_gb_s']:>7.0f} {r['floor_us']:>8.1f} {r['floor_ratio']:>6.2f}"
+        )
+    return lines
