@@ -171,6 +171,10 @@ JSON_COMMANDS = [
     pytest.param(
         ["sweep", "--models", "tiny", "--in-process", "--out", "{tmp}/s.parquet"], id="sweep"
     ),
+    pytest.param(["record", "--dry-run", "--models", "tiny"], id="record-dry-run"),
+    pytest.param(
+        ["bench", "--from-data", str(REPO / "tests" / "data" / "gpu-recording")], id="bench"
+    ),
     pytest.param(
         ["fidelity", "--models", "tiny", "--batches", "1"],
         id="fidelity",

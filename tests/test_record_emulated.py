@@ -10,15 +10,12 @@ checker passes never differs, and a recording written this way loads through the
 
 from __future__ import annotations
 
-import ctypes
 import json
-import sys
-import types
 from pathlib import Path
 
-import numpy as np
 import pytest
-from cuda_emu import emulator, fake_cupy
+from cuda_emu import emulator
+from emulated_gpu import EMULATED, HostArrays, emulator_ready, install, patch_recording
 
 from concurrency.execute.gpu import kernels as kernel_files
 
@@ -28,43 +25,12 @@ pytestmark = [
 ]
 
 
-class HostArrays:
-    """`race.DeviceArrays` over the stand-in's memory, which is host memory: NumPy views."""
-
-    xp = np
-
-    def view(self, address, shape, strides, dtype):  # type: ignore[no-untyped-def]
-        itemsize = np.dtype(dtype).itemsize
-        span = itemsize + sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
-        buf = (ctypes.c_uint8 * span).from_address(address)
-        return np.ndarray(shape, dtype, buffer=buf, strides=strides)
-
-    def to_host(self, array):  # type: ignore[no-untyped-def]
-        return np.asarray(array)
-
-
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    try:
-        emulator.library("elementwise.cu")
-    except (RuntimeError, OSError) as exc:
-        pytest.skip(f"the host C++ build of the kernels failed (needs g++ with C++20): {exc}")
-    cp = fake_cupy.module()
-    cp.cuda.runtime.memcpyAsync = lambda dst, src, n, kind, stream: fake_cupy._memcpy(
-        dst, src, n, kind
-    )
-    ticks = iter(range(1, 10**9))
-    cp.cuda.get_elapsed_time = lambda a, b: 0.001 * next(ticks) % 0.05 + 0.01
-    monkeypatch.setitem(sys.modules, "cupy", cp)
-    cupti_pkg = types.ModuleType("cupti")
-    cupti_pkg.cupti = fake_cupy.CUPTI.module()
-    monkeypatch.setitem(sys.modules, "cupti", cupti_pkg)
-    monkeypatch.setitem(sys.modules, "cupti.cupti", cupti_pkg.cupti)
-    from concurrency.execute.gpu import measure
-
-    monkeypatch.setattr(measure, "_HUB", measure._Hub())
-    fake_cupy.CUPTI.callbacks = None
-    kernel_files.module.cache_clear()
+    why = emulator_ready()
+    if why:
+        pytest.skip(why)
+    cp = install(monkeypatch)
     yield cp
     kernel_files.module.cache_clear()
 
@@ -123,19 +89,10 @@ def test_record_writes_a_recording_the_manifest_and_bench_read(
 ) -> None:
     from concurrency.cli import main
     from concurrency.data import RACE, REPLAYS, TIMELINE, load_manifest, load_table
-    from concurrency.execute.gpu import bench, race, record
-    from concurrency.execute.gpu.check import reference_inputs
+    from concurrency.execute.gpu import record
     from concurrency.execute.gpu.race import RaceSettings
 
-    env = {"device": "emulated", "driver": "0", "cuda": "0.0", "cupy": "fake", "nvmath": "-"}
-    monkeypatch.setattr(record, "environment", lambda: env)
-    monkeypatch.setattr(race, "DeviceArrays", lambda cp: HostArrays())
-    # the stand-in has no cupy.random: upload host draws instead of drawing on the device
-    monkeypatch.setattr(
-        bench,
-        "random_device_inputs",
-        lambda run, seed=0: run.upload(reference_inputs(run.lp.graph, seed)),
-    )
+    patch_recording(monkeypatch)
     settings = record.RecordSettings(
         models=("tiny",),
         layer_kinds=("attn",),
@@ -158,8 +115,8 @@ def test_record_writes_a_recording_the_manifest_and_bench_read(
     assert timelines[0][0] == "happens_before" and timelines[0][1] > 1
     assert timelines[1] == ("sequential", 1)
     for e in entries:
-        assert (e.device, e.source, e.command) == ("emulated", "measured", "lace record (test)")
-        assert e.file.startswith(rec.name + "/") and rec.name.startswith("emulated-")
+        assert (e.device, e.source, e.command) == (EMULATED, "measured", "lace record (test)")
+        assert e.file.startswith(rec.name + "/") and rec.name.startswith("emulated-cpu-stand-in")
         assert e.config["weights"] == "f32" and e.detector == "general"
     replays = load_table(tmp_path, REPLAYS)
     assert len(replays) == 2 and set(replays["status"]) == {"ok"}
@@ -168,7 +125,9 @@ def test_record_writes_a_recording_the_manifest_and_bench_read(
     races = load_table(tmp_path, RACE)
     assert list(races["plan"]) == ["happens_before", "planted"]
     assert list(races["verdict"]) == ["ok", "ok"] and races["wrong_runs"].tolist() == [0, 1]
-    lines = record.summary_lines(rec)
+    from concurrency.execute.gpu.record_text import summary_lines
+
+    lines = summary_lines(rec)
     assert any("race experiment" in line for line in lines)
     assert any(line.strip().startswith("tiny attn") for line in lines)
     # lace bench --from-data prints the same figures as the table's medians
@@ -180,4 +139,4 @@ def test_record_writes_a_recording_the_manifest_and_bench_read(
         one = pick[pick["schedule"] == "one"]["median_us"].item()
         multi = pick[pick["schedule"] == "multi"]["median_us"].item()
         assert (row["one_us"], row["multi_us"]) == (one, multi)
-        assert row["speedup"] == pytest.approx(one / multi) and row["device"] == "emulated"
+        assert row["speedup"] == pytest.approx(one / multi) and row["device"] == EMULATED

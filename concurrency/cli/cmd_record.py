@@ -254,7 +254,8 @@ def run(args: argparse.Namespace, progress: Progress) -> Result:
 
 def _record(args: argparse.Namespace, settings: RecordSettings, progress: Progress) -> Result:
     from concurrency.execute.gpu import backend
-    from concurrency.execute.gpu.record import full_report, record, summary_lines
+    from concurrency.execute.gpu.record import record
+    from concurrency.execute.gpu.record_text import full_report, summary_lines
 
     try:
         backend.cupy()

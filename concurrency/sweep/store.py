@@ -97,8 +97,9 @@ COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 #: Columns that may differ between two runs of the same case (timings, the worker, the day).
 VOLATILE_COLUMNS = ("date", "context_ms", "planning_ms", "simulation_ms", "worker")
 #: The data manifest's fields (concurrency.data.FIELDS) that a simulated sweep row has no
-#: value for: it is a row, not a file, and ran on no GPU driver, CUDA or CuPy.
-MANIFEST_FIELDS_NOT_APPLICABLE = ("file", "driver", "cuda", "cupy")
+#: value for: it is a row, not a file (nor a kind of file), ran on no GPU driver, CUDA, CuPy or
+#: nvmath-python, and its config is spread over its own columns.
+MANIFEST_FIELDS_NOT_APPLICABLE = ("file", "kind", "driver", "cuda", "cupy", "nvmath", "config")
 
 
 class SweepFileError(LaceError):

@@ -103,10 +103,13 @@ class GpuCase:
         detector: str = "general",
     ) -> GpuCase:
         """The case a recorded row or entry describes (its `config` plus its graph fields)."""
+        overrides = doc.get("overrides", {})
+        if overrides != {"n_vocab": SMALL_VOCAB}:
+            raise ConfigError(
+                f"recorded config overrides {overrides} are not this LACE's "
+                f"{{'n_vocab': {SMALL_VOCAB}}}; record again"
+            )
         try:
-            overrides = doc.get("overrides", {})
-            if overrides != {"n_vocab": SMALL_VOCAB}:
-                raise ConfigError(f"recorded config overrides {overrides} are not LACE's")
             return cls(
                 model=str(doc["preset"]),
                 layer=layer,
