@@ -97,6 +97,12 @@ PROBES: dict[str, str] = {
         "print(json.dumps({'racy': len(racy.hazards), 'safe': len(safe.hazards),"
         " 'racy_policy': racy.choice.policy, 'safe_policy': safe.choice.policy}))"
     ),
+    "06_gpu_streams.py": (
+        "print(json.dumps({'folder': str(folder), 'recorded': recorded,"
+        " 'sources': [gdn_source, stack_source], 'titles': [gdn_title, stack_title],"
+        " 'race_rows': len(race_frame), 'compare_rows': len(compare_frame),"
+        " 'bench_rows': len(bench)}))"
+    ),
 }
 
 
@@ -145,12 +151,40 @@ def _check_05(found: dict) -> None:
     assert found["racy"] > 0 and found["safe"] == 0
 
 
+def _check_06(found: dict) -> None:
+    """Measured where data/ holds the timeline, simulated (and saying so) where it does not;
+    the race table is the recorded one or the checker's verdicts for the 27B GDN layer."""
+    from concurrency.data import RACE, REPLAYS, TIMELINE, load_manifest, load_table
+    from concurrency.execute.gpu.bench import bench_rows
+    from concurrency.execute.gpu.cases import CaseContext, GpuCase
+    from concurrency.execute.gpu.race_plans import race_subjects
+
+    folder = Path(found["folder"])
+    timelines = [e for e in load_manifest(folder) if e.kind == TIMELINE]
+    assert found["recorded"] == bool(timelines)
+    for layer, source, title in zip(
+        ("gdn", "stack"), found["sources"], found["titles"], strict=True
+    ):
+        has = any(
+            e.layer == layer and e.streams > 1 and e.policy == "happens_before" for e in timelines
+        )
+        assert source == ("measured" if has else "simulated"), layer
+        assert ("measured on " in title) == has and ("simulated on " in title) == (not has)
+    races = load_table(folder, RACE)
+    subjects = race_subjects(CaseContext(GpuCase("qwen3.5-27b", "gdn", 1)))
+    assert found["race_rows"] == (len(races) if len(races) else len(subjects))
+    assert found["compare_rows"] == (len(timelines) if timelines else 4)
+    replays = load_table(folder, REPLAYS).to_dict("records")
+    assert found["bench_rows"] == len(bench_rows(replays, ["happens_before"]))
+
+
 CHECKS = {
     "01_graph_anatomy.py": _check_01,
     "02_allocator_policies.py": _check_02,
     "03_fidelity.py": _check_03,
     "04_streams_and_overlap.py": _check_04,
     "05_dashboard.py": _check_05,
+    "06_gpu_streams.py": _check_06,
 }
 
 
@@ -172,6 +206,25 @@ def test_notebook_executes_headless_with_its_key_figures(script: Path) -> None:
     run_notebook(nb, script, timeout_s=600)
     found = json.loads(_stdout(nb, len(nb.cells) - 1))
     CHECKS[script.name](found)
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_gpu_notebook_reads_a_recording() -> None:
+    """Notebook 06 on a recording (the small emulated one under tests/data): the GDN layer's
+    figures are measured, the stack's (not recorded there) simulated, each saying so."""
+    import json
+
+    script = NOTEBOOKS_DIR / "06_gpu_streams.py"
+    nb = read_notebook(script)
+    data = ROOT / "tests" / "data" / "gpu-recording"
+    (params,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    params.source = params.source.replace("DATA = None", f"DATA = {str(data)!r}")
+    nb.cells.append(nbformat.v4.new_code_cell("import json\n" + PROBES[script.name]))
+    run_notebook(nb, script, timeout_s=600)
+    found = json.loads(_stdout(nb, len(nb.cells) - 1))
+    assert found["folder"] == str(data) and found["sources"] == ["measured", "simulated"]
+    _check_06(found)
 
 
 @pytest.mark.notebook
