@@ -241,6 +241,7 @@ def race_run(lp: LaunchPlan) -> Any:
         def _bind(self, launch: Any) -> Callable[[Any], None]:
             if isinstance(launch, DelayLaunch):
                 fn = _delay_kernel(self.cp)
+                getattr(fn, "kernel", None)  # compile and load now, not during stream capture
                 args = (np.int64(launch.ns),)
                 return lambda stream: fn((1, 1, 1), (1, 1, 1), args)
             return super()._bind(launch)

@@ -119,12 +119,22 @@ class SweepGroup:
 
 
 def _batch_order(batches: Sequence[int], first: Sequence[int]) -> list[int]:
-    return [b for b in first if b in batches] + [b for b in batches if b not in first]
+    """Batches in priority order: the GEMV ones (at most GEMV_MAX_COLUMNS sequences: no
+    cuBLASLt plans to make, quick to set up) before the others, the timeline batches first in
+    each part."""
+    from concurrency.execute.gpu.launch import GEMV_MAX_COLUMNS
+
+    def part(wanted: Sequence[int]) -> list[int]:
+        return [b for b in first if b in wanted] + [b for b in wanted if b not in first]
+
+    return part([b for b in batches if b <= GEMV_MAX_COLUMNS]) + part(
+        [b for b in batches if b > GEMV_MAX_COLUMNS]
+    )
 
 
 def sweep_groups(settings: RecordSettings) -> list[SweepGroup]:
-    """Every graph of the sweep in priority order: the timeline batches first (every model
-    and layer kind at B = 1, then the next timeline batch, …), then the other batches."""
+    """Every graph of the sweep in priority order (`_batch_order`: B = 1, 8, 2, 4, then 64,
+    16, 32 by default), every model and layer kind at each batch."""
     runs = ((ONE, ONE_STREAM_POLICY), *((MULTI, p) for p in settings.policies))
     with_timelines = ((ONE, ONE_STREAM_POLICY), (MULTI, TIMELINE_POLICY))
     groups = []
@@ -218,16 +228,19 @@ def recording_name(device: str, date: str, taken: Iterable[str] = ()) -> str:
 
 # ---------------------------------------------------------------------------- stage 1: race
 def run_race(
-    settings: RecordSettings, say: Callable[[str], None], tick: Callable[[], None]
+    settings: RecordSettings,
+    say: Callable[[str], None],
+    tick: Callable[[list[RaceRow]], None],
 ) -> list[RaceRow]:
-    """The race experiment on every race case, inside its budget."""
+    """The race experiment on every race case, inside its budget; `tick(rows so far)` after
+    each case."""
     deadline = time.monotonic() + settings.race_budget_s
     weights: dict[str, Any] = {}
     rows: list[RaceRow] = []
     for case in race_cases(settings):
         if time.monotonic() > deadline:
             rows.append(_case_row(case, "not run (time budget)", ""))
-            tick()
+            tick(rows)
             continue
         try:
             rows += race_case(
@@ -239,7 +252,7 @@ def run_race(
             rows.append(_case_row(case, "error", _one_line(exc)))
         finally:
             _release_memory()
-        tick()
+        tick(rows)
     return rows
 
 
@@ -514,45 +527,61 @@ def record(
         date=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         command=command,
     )
-    entries: list[DataEntry] = []
     if "race" in settings.stages:
-        cases = race_cases(settings)
-        counter = meter("race experiment", len(cases)) if meter else None
-        rows = run_race(settings, say, counter.advance if counter else lambda: None)
-        rec.race_rows = [r.row() for r in rows]
+        counter = meter("race experiment", len(race_cases(settings))) if meter else None
         file = f"{rec.name}/race.parquet"
-        write_table(rec.race_rows, out / file)
         rec.files.append(file)
-        entries.append(_entry(rec, settings, file, RACE))
-    if "replays" in settings.stages:
-        groups = sweep_groups(settings)
-        counter = meter("replay sweep", len(groups)) if meter else None
-        deadline = time.monotonic() + settings.budget_s
-        for group in groups:
-            if time.monotonic() > deadline:
-                rec.replay_rows += skipped_rows(group, settings)
-            else:
-                rows, timelines = record_group(group, settings)
-                for kind, policy, timeline in timelines:
-                    if isinstance(timeline, str):
-                        rec.notes.append(f"{group.case.label} {kind} {policy}: {timeline}")
-                        continue
-                    file, entry = save_timeline(rec, settings, group.case, kind, policy, timeline)
-                    rec.files.append(file)
-                    entries.append(entry)
-                    for row in rows:
-                        if (row["schedule"], row["policy"]) == (kind, policy):
-                            row["timeline"] = file
-                rec.replay_rows += rows
-                say(_group_line(group, rows))
+
+        def flush(rows: list[RaceRow]) -> None:  # after every case: a stopped run keeps it
+            rec.race_rows = [r.row() for r in rows]
+            write_table(rec.race_rows, out / file)
+            write_manifest(out, [_entry(rec, settings, file, RACE)])
             if counter:
                 counter.advance()
-        file = f"{rec.name}/replays.parquet"
-        write_table(rec.replay_rows, out / file)
-        rec.files.append(file)
-        entries.append(_entry(rec, settings, file, REPLAYS))
-    write_manifest(out, entries)
+
+        run_race(settings, say, flush)
+    if "replays" in settings.stages:
+        _replay_stage(rec, settings, say, meter)
     return rec
+
+
+def _replay_stage(
+    rec: Recording,
+    settings: RecordSettings,
+    say: Callable[[str], None],
+    meter: Callable[[str, int], Any] | None,
+) -> None:
+    """The sweep, group by group; the table and the manifest are rewritten after every group,
+    so a run stopped from outside keeps what it measured."""
+    groups = sweep_groups(settings)
+    if not groups:
+        return
+    counter = meter("replay sweep", len(groups)) if meter else None
+    deadline = time.monotonic() + settings.budget_s
+    table = f"{rec.name}/replays.parquet"
+    rec.files.append(table)
+    for group in groups:
+        entries = [_entry(rec, settings, table, REPLAYS)]
+        if time.monotonic() > deadline:
+            rec.replay_rows += skipped_rows(group, settings)
+        else:
+            rows, timelines = record_group(group, settings)
+            for kind, policy, timeline in timelines:
+                if isinstance(timeline, str):
+                    rec.notes.append(f"{group.case.label} {kind} {policy}: {timeline}")
+                    continue
+                file, entry = save_timeline(rec, settings, group.case, kind, policy, timeline)
+                rec.files.append(file)
+                entries.append(entry)
+                for row in rows:
+                    if (row["schedule"], row["policy"]) == (kind, policy):
+                        row["timeline"] = file
+            rec.replay_rows += rows
+            say(_group_line(group, rows))
+        write_table(rec.replay_rows, rec.folder / table)
+        write_manifest(rec.folder, entries)
+        if counter:
+            counter.advance()
 
 
 def _group_line(group: SweepGroup, rows: Sequence[Mapping[str, Any]]) -> str:

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# LACE's GPU recording, for a lent GPU machine (no network): install the carried wheels into
+# /tmp/site (as scripts/gpu_check.sh does), compile every kernel once (NVRTC), then
+# `lace record`: the race experiment and the replay sweep, written into data/ of this checkout.
+#   carry .whl/ (nvmath-python, cupti-python; fallback/ holds cuda-core, cuda-pathfinder and
+#   cuda-bindings, installed only when the machine lacks them).
+#   bash scripts/gpu_record.sh [extra `lace record` options, e.g. --budget-s 200]
+# Into $OUT (default ./gpu-record), at most 5 files:
+#   lace-record.tar.gz   the new data/ contents (data/manifest.json and the recording folder):
+#                        unpack with `tar -xzf lace-record.tar.gz -C data/` in the repository
+#   record-report.txt    every table in full, and the log
+#   record-stderr.txt    progress and warnings
+#   bench.txt            `lace bench --from-data data --policies all` (the committed view)
+# The summary printed last fits in a few kilobytes. Budgets: race 130 s, sweep 250 s, plus the
+# compile and the last graph started: about 7 minutes on an H200.
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-gpu-record}"
+mkdir -p "$OUT"
+SITE=/tmp/site
+PY=python3
+T0=$(date +%s)
+wheels=()
+for pattern in nvmath_python cupti_python; do
+  for w in .whl/${pattern}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
+done
+for mod in bindings:cuda_bindings core:cuda_core pathfinder:cuda_pathfinder; do
+  if ! $PY -c "import cuda.${mod%%:*}" 2>/dev/null; then
+    for w in .whl/fallback/${mod##*:}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
+  fi
+done
+echo "== installing ${#wheels[@]} wheels into $SITE: ${wheels[*]##*/}"
+$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target "$SITE" "${wheels[@]}" 2>&1 | grep -v "^WARNING: Target directory" | tail -5
+export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1
+
+echo "== versions"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+$PY - <<'EOF'
+from importlib import metadata
+for d in ("cupy-cuda13x", "nvmath-python", "cupti-python", "torch", "numpy", "pandas", "pyarrow"):
+    try:
+        print(f"  {d:<14} {metadata.version(d)}")
+    except metadata.PackageNotFoundError:
+        print(f"  {d:<14} absent")
+EOF
+
+echo "== compiling the kernels (NVRTC)"
+$PY - <<'EOF'
+import time
+from concurrency.execute.gpu import kernels
+t = time.perf_counter()
+for source in kernels.sources():
+    module = kernels.module(source)
+    for name in kernels.kernel_names(source):
+        module.get_function(name)
+print(f"  {len(kernels.sources())} files in {time.perf_counter() - t:.0f} s")
+EOF
+
+echo "== lace record (progress in $OUT/record-stderr.txt)"
+before=" $(ls data | tr '\n' ' ') "
+$PY -m concurrency record --out data --report "$OUT/record-report.txt" \
+  --race-budget-s 130 --budget-s 250 "$@" >"$OUT/record-summary.txt" 2>"$OUT/record-stderr.txt"
+rc=$?
+echo "  lace record exit status $rc after $(( $(date +%s) - T0 )) s"
+grep -E "Traceback|lace: error" "$OUT/record-stderr.txt" | tail -5
+
+$PY -m concurrency bench --from-data data --policies all >"$OUT/bench.txt" 2>&1
+new=""
+shopt -s nullglob
+for f in data/*/; do
+  f=$(basename "$f"); case "$before" in *" $f "*) ;; *) new="$new $f" ;; esac
+done
+tar -czf "$OUT/lace-record.tar.gz" -C data manifest.json $new
+echo "== into $OUT: $(cd "$OUT" && ls -1 | tr '\n' ' ')"
+echo "   lace-record.tar.gz: $(du -h "$OUT/lace-record.tar.gz" | cut -f1) ($new)"
+echo "== summary (lace record's stdout)"
+cat "$OUT/record-summary.txt"
+rm -f "$OUT/record-summary.txt"
+echo "== total $(( $(date +%s) - T0 )) s"
+exit $rc
