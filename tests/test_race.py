@@ -59,6 +59,8 @@ def test_expectations_and_verdicts() -> None:
     assert (verdict(NEVER, 10, 0), verdict(NEVER, 10, 1)) == ("ok", "FAIL")
     assert (verdict(EVERY_RUN, 10, 10), verdict(EVERY_RUN, 10, 9)) == ("ok", "FAIL")
     assert (verdict(TIMING, 10, 3), verdict(TIMING, 10, 0)) == ("shown", "not shown")
+    assert verdict(TIMING, 10, 0, bitwise_runs=2) == "bits only"
+    assert verdict(NEVER, 10, 0, bitwise_runs=2) == "ok"  # within tolerance: not the plan's
     assert verdict(NEVER, 0, 0) == "not run"
 
 

@@ -83,7 +83,7 @@ class RaceRow:
     def verdict(self) -> str:
         if self.status != "ok":
             return self.status
-        return verdict(self.expected, self.runs, self.wrong_runs)
+        return verdict(self.expected, self.runs, self.wrong_runs, self.bitwise_runs)
 
     def row(self) -> dict[str, object]:
         c = self.case
