@@ -212,6 +212,12 @@ def test_compare_results_flags_bits_and_errors() -> None:
     assert bool(differs) and 0 < float(error) < 1e-6
     bits = np.array([0x3F80, 0xC000], dtype=np.uint16)  # bf16 1.0 and -2.0
     assert bf16_values(np, bits).tolist() == [1.0, -2.0]
+    ref_bits = bits.copy()
+    bf16 = ResultView("y", "bf16", bits, None, ref_bits, bf16_values(np, ref_bits))
+    assert not bool(compare_results(np, [bf16])[0])
+    bits[1] = 0x4000  # +2.0: the values are decoded from the live bits at each comparison
+    differs, error = compare_results(np, [bf16])
+    assert bool(differs) and float(error) == pytest.approx(4 / math.sqrt(5))
 
 
 def test_race_rows_and_table() -> None:

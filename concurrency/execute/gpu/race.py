@@ -170,7 +170,7 @@ class ResultView:
     key: str
     dtype: str  # the storage type
     bits: Any
-    values: Any
+    values: Any  # None for bf16: decoded from the bits at each comparison
     ref_bits: Any
     ref_values: Any
 
@@ -180,8 +180,9 @@ def compare_results(xp: Any, views: Sequence[ResultView]) -> tuple[Any, Any]:
     differs = xp.zeros((), dtype=bool)
     error = xp.zeros((), dtype=xp.float64)
     for v in views:
+        values = bf16_values(xp, v.bits) if v.values is None else v.values
         differs = differs | xp.any(v.bits != v.ref_bits)
-        error = xp.maximum(error, relative_error(xp, v.ref_values, v.values))
+        error = xp.maximum(error, relative_error(xp, v.ref_values, values))
     return differs, error
 
 
@@ -329,9 +330,8 @@ def prepare(run: Any, store: LeafStore | None, graph_inputs: Mapping[str, np.nda
 def result_views(
     arrays: Any, prepared: Prepared, refs: Mapping[str, tuple[Any, Any]] | None
 ) -> list[ResultView]:
-    """Views of every result tensor of the run; `refs` None: the run IS the reference (its
-    views are compared with themselves until `reference_copies` fixes them)."""
-    xp = arrays.xp
+    """Views of every result tensor (outputs and states) over the run's memory, with the
+    reference `refs` (None: the views themselves, to take `reference_copies` of)."""
     run = prepared.run
     out = []
     for key in run.lp.result_keys():
@@ -342,11 +342,7 @@ def result_views(
         address = run.address(ref.ptr)
         shape, strides = tuple(ref.shape[::-1]), tuple(ref.strides_bytes[::-1])
         bits = arrays.view(address, shape, strides, bits_t)
-        values = (
-            bf16_values(xp, bits)
-            if values_t is None
-            else arrays.view(address, shape, strides, values_t)
-        )
+        values = None if values_t is None else arrays.view(address, shape, strides, values_t)
         ref_bits, ref_values = refs[key] if refs is not None else (bits, values)
         out.append(ResultView(key, ref.dtype, bits, values, ref_bits, ref_values))
     return out
