@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         DEFAULT_REPEAT,
         WIDENER_KINDS,
     )
+    from concurrency.execute.gpu.record import DEFAULT_BUDGET_S, DEFAULT_RACE_BUDGET_S
     from concurrency.memory.policies import POLICIES
 
     p.description = (
@@ -86,8 +87,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sweep.add_argument(
         "--budget-s",
         type=positive_float,
-        default=270.0,
-        help="start no new graph of the sweep after this many seconds (default 270)",
+        default=DEFAULT_BUDGET_S,
+        help="start no new graph of the sweep after this many seconds "
+        f"(default {DEFAULT_BUDGET_S:g})",
     )
     race = p.add_argument_group("the race experiment")
     race.add_argument("--race-models", nargs="+", default=["qwen3.5-27b"], metavar="MODEL")
@@ -111,7 +113,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_REPLAYS,
         help=f"replays per plan (default {DEFAULT_REPLAYS})",
     )
-    race.add_argument("--race-budget-s", type=positive_float, default=140.0)
+    race.add_argument(
+        "--race-budget-s",
+        type=positive_float,
+        default=DEFAULT_RACE_BUDGET_S,
+        help=f"start no new plan after this many seconds (default {DEFAULT_RACE_BUDGET_S:g})",
+    )
     race.add_argument(
         "--widen",
         choices=WIDEN_MODES,
