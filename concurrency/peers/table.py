@@ -16,8 +16,11 @@ from pathlib import Path
 from concurrency.errors import LaceError
 from concurrency.peers.results import PeerRow, PeersMeta, load_results
 
+#: What a peer's notes say when its correctness check failed (fla_peers writes it).
+CHECK_FAILED = "CHECK FAILED"
+
 _HEAD = (
-    f"{'B':>3} {'T':>5}  {'peer':<10} {'variant':<26} {'median µs':>10} {'p10–p90 µs':>17} "
+    f"{'B':>3} {'T':>5}  {'peer':<10} {'variant':<30} {'median µs':>10} {'p10–p90 µs':>17} "
     f"{'n':>5} {'floor µs':>9} {'×floor':>7} {'×LACE':>6}"
 )
 
@@ -37,15 +40,16 @@ def lace_reference(rows: Iterable[PeerRow]) -> dict[tuple[str, int, int], float]
 
 
 def format_row(row: PeerRow, reference: float | None) -> str:
-    lead = f"{row.batch:>3} {row.tokens:>5}  {row.peer:<10} {row.variant[:26]:<26} "
+    lead = f"{row.batch:>3} {row.tokens:>5}  {row.peer:<10} {row.variant[:30]:<30} "
     if row.status != "ok" or row.median_us is None:
         return lead + f"{row.status.upper():>10}  (see notes)"
-    spread = f"{_fmt(row.p10_us)}–{_fmt(row.p90_us)}"
+    spread = "—" if row.p10_us is None else f"{_fmt(row.p10_us)}–{_fmt(row.p90_us)}"
     over_floor = row.median_us / row.floor_us if row.floor_us else None
     vs_lace = row.median_us / reference if reference and row.peer != "lace" else None
     return lead + (
         f"{row.median_us:>10.1f} {spread:>17} {row.rounds:>5} {_fmt(row.floor_us):>9} "
         f"{_fmt(over_floor, 2):>7} {_fmt(vs_lace, 2):>6}"
+        + ("  CHECK FAILED" if CHECK_FAILED in row.notes else "")
     )
 
 
