@@ -26,9 +26,10 @@ if [ ${#wheels[@]} -gt 0 ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "${wheels[@]}" 2>&1 | grep -v "^WARNING: Target directory" | tail -5
 fi
-export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1
-# the GATED_DELTA_NET perf cases of the 27B dims, added to test-backend-ops (once)
 SRC=.llama-src
+# gguf (the GGUF writer) from the carried tree's gguf-py: the machine has no gguf package
+export PYTHONPATH="$SITE:$PWD:$PWD/$SRC/gguf-py" PYTHONUNBUFFERED=1
+# the GATED_DELTA_NET perf cases of the 27B dims, added to test-backend-ops (once)
 PATCH=scripts/peers/test-backend-ops-gdn.patch
 if [ -f "$SRC/tests/test-backend-ops.cpp" ] && ! grep -q "LACE peers: Qwen3.5-27B" "$SRC/tests/test-backend-ops.cpp"; then
   if command -v patch >/dev/null; then

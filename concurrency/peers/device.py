@@ -38,6 +38,8 @@ from concurrency.peers.table import format_table
 from concurrency.peers.trim import GGML_VERSION, LLAMA_CPP_COMMIT, SOURCE
 
 PATCH_MARK = "LACE peers: Qwen3.5-27B GDN dims"
+#: No llama.cpp round starts later than this before the budget ends (a round takes ~25 s).
+ROUND_RESERVE_S = 40.0
 
 
 class Clock:
@@ -321,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                     120.0,
                     raw,
                     clock.log,
-                    deadline=clock.t0 + args.budget_s,
+                    deadline=clock.t0 + args.budget_s - ROUND_RESERVE_S,
                 )
                 rows += model_rows
                 notes += model_notes

@@ -205,11 +205,13 @@ def torch_layer_rows(dims: GdnDims, replays: int, log: Callable[[str], None]) ->
     log(f"  torch layer checks: {check}")
     rows: list[PeerRow] = []
     for b in DECODE_BATCHES:
+        layer = x = None
         for n_streams in TORCH_STREAMS:
             variant = f"{n_streams} stream" + ("s" if n_streams > 1 else "")
             try:
-                layer = TorchGdnLayer.random(dims, b, seed=b)
-                x = torch.randn(b, dims.d_model, device="cuda").to(torch.bfloat16)
+                if layer is None:  # one layer per batch, both stream variants time it
+                    layer = TorchGdnLayer.random(dims, b, seed=b)
+                    x = torch.randn(b, dims.d_model, device="cuda").to(torch.bfloat16)
                 side = tuple(torch.cuda.Stream() for _ in range(3)) if n_streams == 4 else ()
 
                 def step(layer: Any = layer, x: Any = x, side: tuple = side) -> Any:
@@ -230,11 +232,11 @@ def torch_layer_rows(dims: GdnDims, replays: int, log: Callable[[str], None]) ->
                     )
                 )
                 log(f"  torch+fla layer {variant} B={b}: {rows[-1].median_us:.1f} µs")
-                del layer
             except Exception as exc:
                 rows.append(
                     failed_row("torch+fla", "gdn layer decode", variant, b, 1, "failed", repr(exc))
                 )
                 log(f"  torch+fla layer {variant} B={b}: FAILED {exc!r}"[:300])
-            torch.cuda.empty_cache()
+        del layer, x
+        torch.cuda.empty_cache()
     return rows

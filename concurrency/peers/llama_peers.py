@@ -192,7 +192,8 @@ def backend_ops_rows(
                 samples[(b, t)],
                 floor_us=core_floor_us(dims, b) if t == 1 else None,
                 notes=f"test-backend-ops perf: mean of ~{runs[(b, t)]} runs of the op repeated "
-                f"in one graph, per invocation; f32; {form}",
+                f"in one graph on the same tensors (small cases stay in L2), per invocation; "
+                f"f32; {form}",
             )
         )
         log(f"  ggml-cuda GATED_DELTA_NET B={b} T={t}: {rows[-1].median_us:.1f} µs")
