@@ -118,9 +118,7 @@ def _tiled_f16(ne: tuple[int, ...], pool: np.ndarray, rng: np.random.Generator) 
     return np.ascontiguousarray(flat.reshape(tuple(reversed(ne))))
 
 
-def write_gguf(
-    cfg: ModelConfig, path: Path, seed: int = 0, *, matrix_type: str = "f32"
-) -> None:
+def write_gguf(cfg: ModelConfig, path: Path, seed: int = 0, *, matrix_type: str = "f32") -> None:
     """Write a random-weight GGUF of `cfg` that the vendored llama.cpp loads as is.
 
     Metadata keys are those `llama-arch.cpp` names and the qwen35/qwen35moe/qwen3next
@@ -130,7 +128,8 @@ def write_gguf(
     tiled from one random pool of the same spread.
     """
     if matrix_type not in MATRIX_TYPES:
-        raise LaceError(f"matrix_type must be one of {', '.join(MATRIX_TYPES)}, not {matrix_type!r}")
+        known = ", ".join(MATRIX_TYPES)
+        raise LaceError(f"matrix_type must be one of {known}, not {matrix_type!r}")
     gguf = _import_gguf()
     arch, c = cfg.arch, cfg
     shapes = gguf_tensor_shapes(cfg)
