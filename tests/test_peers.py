@@ -412,6 +412,17 @@ def test_model_rows_alternate_rounds_and_cover_every_batch(tmp_path: Path) -> No
     assert any(n.startswith("llama.cpp B=1: step time off/on") for n in notes)
 
 
+def test_build_problem_names_the_first_error(tmp_path: Path) -> None:
+    log = tmp_path / "build.log"
+    log.write_text(
+        "-- Configuring\nCMake Error at ggml/src/ggml-cuda/CMakeLists.txt:178:\n"
+        "  Target links to CUDA::cublas\n\n-- Generating done\n"
+    )
+    assert llama_peers.build_problem(log).startswith("CMake Error at ggml/src/ggml-cuda")
+    log.write_text("[1/2] ok\n[2/2] linking\n")
+    assert llama_peers.build_problem(log) == "[2/2] linking"
+
+
 def test_round_orders_alternate() -> None:
     assert llama_peers.round_orders(4) == [(0, 1), (1, 0), (0, 1), (1, 0)]
 

@@ -87,10 +87,18 @@ def finish_build(
         return BuildResult(False, time.time() - started, reason)
     seconds = time.time() - started
     if code != 0:
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-8:]
-        lines = [line for line in tail if "error" in line.lower() or "FAILED" in line] or tail
-        return BuildResult(False, seconds, f"build exit {code}: " + " | ".join(lines)[-400:])
+        return BuildResult(False, seconds, f"build exit {code}: {build_problem(log_path)}")
     return BuildResult(True, seconds)
+
+
+def build_problem(log_path: Path) -> str:
+    """The first error lines of a build log (CMake's or the compiler's), else its last line."""
+    lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    hits = [i for i, ln in enumerate(lines) if "error" in ln.lower() or ln.startswith("FAILED:")]
+    if not hits:
+        return lines[-1][:300] if lines else "no output"
+    first = hits[0]
+    return " | ".join(lines[first : first + 3])[:400]
 
 
 def op_cases() -> list[tuple[int, int]]:
