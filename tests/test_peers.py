@@ -454,6 +454,15 @@ def test_python_phase_failures_become_rows() -> None:
     rows = device.run_python_phase("fla core", missing, clock, 50.0)
     assert len(rows) == len(DECODE_BATCHES) + len(PREFILL_CASES)
     assert all(r.status == "not imported" and "fla" in r.notes for r in rows)
+
+    def no_cupy() -> list[PeerRow]:
+        from concurrency.peers import lace_peers
+
+        return lace_peers.lace_layer_rows(10, lambda s: None)
+
+    lace = device.run_python_phase("lace layer", no_cupy, clock, 50.0)  # CI has no CuPy
+    assert len(lace) == 2 * len(DECODE_BATCHES)
+    assert all(r.status == "not imported" for r in lace)  # no CuPy, or no GPU, in CI
     late = device.run_python_phase("torch layer", missing, clock, -1.0)
     assert all(r.status == "not run" and "time budget" in r.notes for r in late)
     assert {r.variant for r in late} == {"1 stream", "4 streams"}

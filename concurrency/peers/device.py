@@ -27,6 +27,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+from concurrency.errors import MissingToolError
 from concurrency.peers.cases import (
     DECODE_BATCHES,
     PREFILL_CASES,
@@ -168,7 +169,7 @@ def run_python_phase(
     t0 = time.time()
     try:
         rows = fn()
-    except ImportError as exc:
+    except (ImportError, MissingToolError) as exc:
         clock.log(f"  {name}: not imported: {exc}")
         return status_rows(name, "not imported", f"{type(exc).__name__}: {exc}")
     except Exception as exc:

@@ -68,9 +68,19 @@ def core_graph(dims: GdnDims, batch: int, tokens: int, copies: int) -> Graph:
     return ctx.finish(meta, None)
 
 
+def _need_executor() -> None:
+    """Raise MissingToolError now (the phase becomes "not imported" rows) when CuPy, a GPU or
+    nvmath-python is missing, rather than failing every case on its own."""
+    from concurrency.execute.gpu import backend
+
+    backend.cupy()
+    backend.nvmath_advanced()
+
+
 def lace_core_rows(dims: GdnDims, replays: int, log: Callable[[str], None]) -> list[PeerRow]:
     from concurrency.execute.gpu.bench import replay_time
 
+    _need_executor()
     rows: list[PeerRow] = []
     cases = [("gdn core decode", b, 1, DECODE_COPIES.get(b, 2)) for b in DECODE_BATCHES]
     cases += [("gdn core prefill", b, t, 1) for b, t in PREFILL_CASES]
@@ -117,6 +127,7 @@ def _stream_rows(
 ) -> list[PeerRow]:
     from concurrency.execute.gpu.bench import replay_time
 
+    _need_executor()
     rows: list[PeerRow] = []
     for b in DECODE_BATCHES:
         for streams in ("one", "multi"):
