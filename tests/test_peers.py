@@ -83,6 +83,18 @@ def test_backend_ops_perf_lines_not_supported_other_ops_and_bad_lines() -> None:
         parse_backend_ops_perf("  ADD(type=f32): many runs - fast us/run\n")
 
 
+def test_backend_ops_perf_flop_format() -> None:
+    """Ops with a FLOP count print FLOP/run and FLOPS instead of kB/run and GB/s (the console
+    printer's other branch), in colour."""
+    line = (
+        "  MUL_MAT(type_a=f16,type_b=f32,m=4096,n=512,k=14336,bs=[1,1],nr=[1,1],per=[0,1,2,3],"
+        "k_v=0,o=1):        \x1b[0m   1474 runs -   678.64 us/run -  60.13 GFLOP/run - "
+        "\x1b[1;34m 88.61 TFLOPS\x1b[0m\n"
+    )
+    (r,) = parse_backend_ops_perf(line)
+    assert (r.op, r.runs, r.us_per_run, r.param("bs")) == ("MUL_MAT", 1474, 678.64, "[1,1]")
+
+
 def test_split_params_keeps_commas_inside_brackets() -> None:
     assert split_params("a=1,ne=[1,2],f=g(3,4)") == (("a", "1"), ("ne", "[1,2]"), ("f", "g(3,4)"))
     with pytest.raises(LaceError, match="no '='"):
