@@ -102,12 +102,34 @@ def _rope_sections(n_rot: int) -> list[int]:
     return [t, h, pairs - t - h, 0]
 
 
-def write_gguf(cfg: ModelConfig, path: Path, seed: int = 0) -> None:
-    """Write a random-weight f32 GGUF of `cfg` that the vendored llama.cpp loads as is.
+#: Storage types `write_gguf` offers for the weight matrices.
+MATRIX_TYPES = ("f32", "f16")
+#: Values in the random pool f16 matrices are tiled from (a 27B-width model holds ~1.5 G).
+_POOL_VALUES = 1 << 22
+
+
+def _tiled_f16(ne: tuple[int, ...], pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A matrix of `_random_tensor`'s default spread, f16, tiled from `pool` at a random
+    offset: seconds for a multi-gigabyte model, where drawing every value takes minutes."""
+    n = int(np.prod(ne))
+    start = int(rng.integers(0, pool.size))
+    reps = -(-(start + n) // pool.size)
+    flat = np.tile(pool, reps)[start : start + n] if reps > 1 else pool[start : start + n]
+    return np.ascontiguousarray(flat.reshape(tuple(reversed(ne))))
+
+
+def write_gguf(cfg: ModelConfig, path: Path, seed: int = 0, *, matrix_type: str = "f32") -> None:
+    """Write a random-weight GGUF of `cfg` that the vendored llama.cpp loads as is.
 
     Metadata keys are those `llama-arch.cpp` names and the qwen35/qwen35moe/qwen3next
     `load_arch_hparams` read; the vocabulary is `no_vocab` with `n_vocab` dummy tokens.
+    matrix_type "f32" draws every value; "f16" stores the weight matrices (not the norms,
+    biases, `ssm_a` or the conv kernel, which stay f32 as the converter keeps them) in f16,
+    tiled from one random pool of the same spread.
     """
+    if matrix_type not in MATRIX_TYPES:
+        known = ", ".join(MATRIX_TYPES)
+        raise LaceError(f"matrix_type must be one of {known}, not {matrix_type!r}")
     gguf = _import_gguf()
     arch, c = cfg.arch, cfg
     shapes = gguf_tensor_shapes(cfg)
@@ -148,8 +170,15 @@ def write_gguf(cfg: ModelConfig, path: Path, seed: int = 0) -> None:
         u32(f"{arch}.expert_shared_feed_forward_length", c.n_ff_shexp or c.n_ff)
     w.add_string("tokenizer.ggml.model", "no_vocab")
     rng = np.random.default_rng(seed)
+    pool = None
+    if matrix_type == "f16":
+        pool = (0.02 * rng.standard_normal(_POOL_VALUES)).astype(np.float16)
     for name, ne in shapes.items():
-        w.add_tensor(name, _random_tensor(name, ne, rng))
+        matrix = len(ne) >= 2 and not name.endswith("ssm_conv1d.weight")
+        if pool is not None and matrix:
+            w.add_tensor(name, _tiled_f16(ne, pool, rng))
+        else:
+            w.add_tensor(name, _random_tensor(name, ne, rng))
     try:
         w.write_header_to_file()
         w.write_kv_data_to_file()
