@@ -190,4 +190,6 @@ def _wait_ready(server: LabServer, timeout_s: float) -> None:
                     return
         except OSError:
             time.sleep(0.3)
-    raise RuntimeError(f"JupyterLab did not start in {timeout_s} s: {server.log.read_text()[-2000:]}")
+    raise RuntimeError(
+        f"JupyterLab did not start in {timeout_s} s: {server.log.read_text()[-2000:]}"
+    )

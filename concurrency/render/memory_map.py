@@ -17,6 +17,7 @@ time (or plan position) across, one rectangle per tensor from its writer to its 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -297,7 +298,7 @@ def byte_scale(
         px = [height * s / max(arena_bytes, 1) for s in stops]
         scale = {"domain": [0, max(arena_bytes, 1)], "range": [height, 0], "nice": False}
     else:
-        bands = [b - a for a, b in zip(stops, stops[1:], strict=False)]
+        bands = [b - a for a, b in itertools.pairwise(stops)]
         floor = min(MIN_BAND_PX, height / (2 * len(bands)))
         spare = height - floor * len(bands)
         heights = [floor + spare * b / arena_bytes for b in bands]
