@@ -103,7 +103,9 @@ async function render({ model, el }) {
     }
     current = { api, box };
     listen(api);
+    // for tests and the curious: how many draws, when the last one showed, how long it took
     el.dataset.renders = String(Number(el.dataset.renders ?? 0) + 1);
+    el.dataset.shownAt = String(performance.now());
     el.dataset.drawMs = String(Math.round(performance.now() - started));
   };
 
