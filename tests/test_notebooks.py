@@ -9,6 +9,7 @@ they stay fast whatever the real notebooks do.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -94,8 +95,11 @@ PROBES: dict[str, str] = {
         " 'parallel_us': rows[-1]['makespan_us'], 'bound_us': rows[-1]['critical_path_us']}))"
     ),
     "05_dashboard.py": (
+        "d = dashboard(model=MODEL, batch=BATCH, policy=POLICY, gpu=GPU, data=DATA)\n"
         "print(json.dumps({'racy': len(racy.hazards), 'safe': len(safe.hazards),"
-        " 'racy_policy': racy.choice.policy, 'safe_policy': safe.choice.policy}))"
+        " 'racy_policy': racy.choice.policy, 'safe_policy': safe.choice.policy,"
+        " 'dash_hazards': len(d.view.hazards), 'streams_used': d.view.streams_used,"
+        " 'measured': len(d.view.measured)}))"
     ),
 }
 
@@ -141,8 +145,13 @@ def _check_04(found: dict) -> None:
 
 
 def _check_05(found: dict) -> None:
+    from concurrency.render.explorer import Choice, explore
+
     assert (found["racy_policy"], found["safe_policy"]) == ("sequential", "happens_before")
     assert found["racy"] > 0 and found["safe"] == 0
+    ref = explore(Choice(model="qwen3.5-27b", batch=1, policy="sequential", gpu="h100"))
+    assert found["dash_hazards"] == len(ref.hazards) == found["racy"]
+    assert found["streams_used"] == ref.streams_used
 
 
 CHECKS = {
@@ -250,7 +259,8 @@ def test_report_subcommand_defaults_and_one_line_error(
 
 
 def test_report_charts_render_offline(tmp_path: Path) -> None:
-    """Report pages carry charts as SVG drawn in the kernel: no CDN, no JavaScript needed."""
+    """Report pages carry each chart's spec and the Vega bundle once, inline: nothing is
+    loaded from a CDN (tests/test_browser.py opens such pages in Chromium offline)."""
     from concurrency.report import build_report
 
     nb_dir = tmp_path / "nbs"
@@ -262,5 +272,26 @@ def test_report_charts_render_offline(tmp_path: Path) -> None:
     )
     (page,) = build_report(nb_dir, tmp_path / "out", timeout_s=120)
     html = page.read_text()
-    assert "<svg" in html or "data:image/svg+xml" in html
-    assert "cdn.jsdelivr" not in html
+    assert html.count('class="lace-vega"') == 1 and html.count('id="lace-vega-bundle"') == 1
+    assert "<title>01_chart</title>" in html  # no heading: the file name
+    for cdn in ("cdn.jsdelivr", "unpkg.com", "cdnjs", "require.js", "mathjax@", "mermaid@"):
+        assert cdn not in html.lower(), cdn
+    assert not re.search(r'<script[^>]+src="https?:', html)
+    assert not re.search(r'<link[^>]+href="https?:', html)
+
+
+def test_report_parameters_reach_the_notebooks(tmp_path: Path) -> None:
+    """`--batch 4` sets BATCH in every notebook whose parameters cell defines it; an unknown
+    parameter is one error naming the known ones."""
+    src = tmp_path / "nb"
+    src.mkdir()
+    (src / "01_p.py").write_text(
+        "# %% [markdown]\n# # A titled page\n\n"
+        '# %% tags=["parameters"]\nBATCH = 1\nMODEL = "tiny"\n\n# %%\nprint(BATCH, MODEL)\n'
+    )
+    (page,) = build_report(src, tmp_path / "out", timeout_s=60, parameters={"BATCH": 4})
+    nb = jupytext.read(tmp_path / "out" / "01_p.ipynb")
+    assert "4 tiny" in _stdout(nb, len(nb.cells) - 1)
+    assert "<title>A titled page</title>" in page.read_text()
+    with pytest.raises(NotebookError, match=r"GPU.*BATCH, MODEL"):
+        build_report(src, tmp_path / "out2", parameters={"GPU": "h200"})

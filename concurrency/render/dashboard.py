@@ -38,6 +38,7 @@ MAX_STREAMS = 8
 #: Width of the chart's plotting area: the dashboard fits JupyterLab on a 1280×800 screen.
 CHART_WIDTH = 600
 COMPARE_WIDTH = 330
+MAP_HEIGHT = 200
 
 
 def metrics_frame(view: ExplorerView) -> pd.DataFrame:
@@ -114,7 +115,7 @@ def _table(frame: pd.DataFrame, empty: str) -> str:
     if frame.empty:
         return f"<i>{empty}</i>"
     return (
-        '<div style="max-height:220px;overflow:auto;font-size:12px">'
+        '<div style="max-height:170px;overflow:auto;font-size:12px">'
         + frame.to_html(index=False, border=0)
         + "</div>"
     )
@@ -130,15 +131,20 @@ class Dashboard:
         layout = widgets.Layout(width="auto")
         style = {"description_width": "initial"}
         self.model = widgets.Dropdown(
-            options=sorted(PRESETS), value=c.model, description="model", style=style
+            options=sorted(PRESETS),
+            value=c.model,
+            description="model",
+            style=style,
+            layout=widgets.Layout(width="230px"),
         )
         self.layer = widgets.ToggleButtons(
-            options=[("GDN", "gdn"), ("attention", "attn"), ("whole model", "stack")],
+            options=[("GDN", "gdn"), ("attn", "attn"), ("model", "stack")],
             value=c.layer,
-            style={"button_width": "86px"},
+            tooltips=["one Gated DeltaNet layer", "one attention layer", "the whole model"],
+            style={"button_width": "56px"},
         )
         self.mode = widgets.ToggleButtons(
-            options=["decode", "prefill"], value=c.mode, style={"button_width": "64px"}
+            options=["decode", "prefill"], value=c.mode, style={"button_width": "60px"}
         )
         self.tokens = widgets.SelectionSlider(
             options=TOKENS,
@@ -190,9 +196,10 @@ class Dashboard:
             layout=widgets.Layout(width="150px"),
         )
         self.to_scale = widgets.ToggleButtons(
-            options=[("every tensor", False), ("bytes to scale", True)],
+            options=[("all tensors", False), ("to scale", True)],
             value=False,
-            style={"button_width": "96px"},
+            tooltips=["every tensor at least 5 px tall", "byte axis to scale"],
+            style={"button_width": "72px"},
         )
         self.progress = widgets.IntProgress(
             min=0, max=4, layout=widgets.Layout(width="160px", visibility="hidden")
@@ -323,7 +330,9 @@ class Dashboard:
             return compare_chart(
                 self.view, self.other_view, width=COMPARE_WIDTH, to_scale=self.to_scale.value
             )
-        return linked_chart(self.view, width=CHART_WIDTH, to_scale=self.to_scale.value)
+        return linked_chart(
+            self.view, width=CHART_WIDTH, to_scale=self.to_scale.value, map_height=MAP_HEIGHT
+        )
 
     def _sync_streams(self) -> None:
         """The streams slider reads the streams the schedule actually uses (a GDN layer has

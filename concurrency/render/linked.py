@@ -69,6 +69,7 @@ def linked_chart(
         live_bytes_chart(
             rects,
             width=width,
+            height=50,
             cursor=cursor,
             peak_bytes=max((int(r["live_bytes"]) for r in live), default=0),
             key=key,
@@ -80,6 +81,7 @@ def linked_chart(
             plan=view.plan,
             width=width,
             title=f"simulated on {view.timeline.meta.device} (event waits as arrows)",
+            height_per_lane=22,
             cursor=cursor,
             lanes=[f"stream {k}" for k in sorted({s.stream for s in view.timeline.spans})],
             key=key,
