@@ -77,7 +77,9 @@ PROBES: dict[str, str] = {
         "print(json.dumps({'fork': g.fork, 'branches': len(g.branches),"
         " 'ggml_regions': len(detect_branches(gdn, 'ggml').regions),"
         " 'ggml_attn_regions': len(detect_branches(attn, 'ggml').regions),"
-        " 'ggml_attn_b4_regions': len(detect_branches(attn_b4, 'ggml').regions)}))"
+        " 'ggml_attn_b4_regions': len(detect_branches(attn_b4, 'ggml').regions),"
+        " 'small_hazards': len(ggml_today.hazards), 'recycled': len(recycled),"
+        " 'moe_fork': shexp.fork, 'moe_branches': [b.nodes[0] for b in shexp.branches]}))"
     ),
     "02_allocator_policies.py": (
         "kinds = lambda hs: [sum(h.kind == k for h in hs) for k in ('race', 'use after reuse')]\n"
@@ -112,6 +114,22 @@ def _check_01(found: dict) -> None:
     assert found["fork"] == detect_branches(gdn).regions[0].fork == "attn_norm-0"
     assert found["branches"] == 4 and found["ggml_regions"] == 0
     assert found["ggml_attn_regions"] == 1 and found["ggml_attn_b4_regions"] == 0
+    # the opening's figures: ggml's plan of the small layer, and its hazards on the fork output
+    from concurrency.graph.schedule import stream_schedule
+    from concurrency.memory.check import check_plan
+    from concurrency.memory.policies import plan_memory
+
+    small = build_graph("tiny", "gdn", "decode", 1)
+    rep = detect_branches(small)
+    sched = stream_schedule(small, rep)
+    hazards = check_plan(plan_memory(small, sched, rep, "sequential"), sched).hazards
+    assert found["small_hazards"] == len(hazards) > 0
+    on_norm = [h for h in hazards if "attn_norm-0" in (h.first_tensor, h.second_tensor)]
+    assert found["recycled"] == len(on_norm) > 0
+    moe = build_graph("qwen3.5-35b-a3b", "stack", "decode", 1, None, 1)
+    (region,) = [r for r in detect_branches(moe).regions if r.fork == found["moe_fork"]]
+    assert any("shexp" in first for first in found["moe_branches"])
+    assert found["moe_branches"] == [b.nodes[0] for b in region.branches]
 
 
 def _check_02(found: dict) -> None:
