@@ -46,6 +46,8 @@ LAB_OVERRIDES = {
     },
     "@jupyterlab/extensionmanager-extension:plugin": {"enabled": False},
     "@jupyterlab/docmanager-extension:plugin": {"autosave": False},
+    # draw every cell (JupyterLab 4 draws only those in view by default), so a test sees them
+    "@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
 }
 
 
@@ -122,8 +124,25 @@ class LabServer:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def tree(self, path: str) -> str:
-        return f"{self.url}/lab/tree/{path}?token={self.token}"
+    def tree(self, path: str, workspace: str | None = None) -> str:
+        """The URL opening `path`; a fresh `workspace` keeps tabs of earlier pages closed."""
+        where = f"lab/workspaces/{workspace}/tree" if workspace else "lab/tree"
+        return f"{self.url}/{where}/{path}?token={self.token}&reset"
+
+    def api(self, method: str, path: str) -> object:
+        request = urllib.request.Request(
+            f"{self.url}/api/{path}",
+            method=method,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def stop_kernels(self) -> None:
+        """Shut down every kernel the pages started (each notebook test starts one)."""
+        for kernel in self.api("GET", "kernels") or []:  # type: ignore[union-attr]
+            self.api("DELETE", f"kernels/{kernel['id']}")
 
 
 @contextlib.contextmanager

@@ -74,7 +74,7 @@ def _page(chromium: Any) -> tuple[Any, PageLog]:
 
 def _run_all(page: Any, lab: Any, notebook: str) -> None:
     """Open the notebook, wait for its kernel, Run ▸ Run All Cells, wait for the last cell."""
-    page.goto(lab.tree(f"notebooks/{notebook}"))
+    page.goto(lab.tree(f"notebooks/{notebook}", workspace=notebook.split("_")[0]))
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=90_000)
     page.get_by_role("menuitem", name="Run", exact=True).click()
@@ -121,6 +121,7 @@ def test_notebook_runs_in_jupyterlab_offline(chromium: Any, lab: Any, notebook: 
         assert log.blocked == [], log.blocked
     finally:
         page.context.close()
+        lab.stop_kernels()
 
 
 # --- the dashboard, driven ----------------------------------------------------------------
@@ -173,7 +174,8 @@ def test_dashboard_widgets_redraw_in_place(chromium: Any, lab: Any) -> None:
         page.evaluate(BLANK_WATCH)
         dash = page.locator(".widget-vbox").first
         SHOTS.mkdir(exist_ok=True)
-        dash.scroll_into_view_if_needed()
+        page.keyboard.press("Control+b")  # hide the file browser, as on a small screen
+        dash.evaluate("e => e.scrollIntoView({block: 'start'})")
         page.screenshot(path=str(SHOTS / "dashboard.png"))
         times: dict[str, list[float]] = {}
 
@@ -198,16 +200,29 @@ def test_dashboard_widgets_redraw_in_place(chromium: Any, lab: Any) -> None:
         for _ in range(3):
             record("batch (← key)", lambda: (slider.focus(), page.keyboard.press("ArrowLeft")))
         for name in ("happens_before", "alloc_dep", "interleave", "sequential"):
-            record("policy (select)", lambda name=name: policy.select_option(name))
+            record("policy (select)", lambda name=name: policy.select_option(label=name))
         for key in ("ArrowLeft", "ArrowLeft", "ArrowRight", "ArrowRight"):
             record("streams (key)", lambda key=key: (streams.focus(), page.keyboard.press(key)))
-        for name in ("attention", "GDN", "attention", "GDN"):
+        for name in ("attn", "GDN", "attn", "GDN"):
             record("layer (click)", lambda name=name: layer.get_by_text(name, exact=True).click())
+        mode = dash.locator(".widget-toggle-buttons").nth(1)
+        for name in ("prefill", "decode"):
+            record("mode (click)", lambda name=name: mode.get_by_text(name, exact=True).click())
+        beside = page.get_by_label("beside it", exact=True)
+        record("beside it (select)", lambda: beside.select_option(label="policy"))
+        assert page.locator(".lace-chart svg .mark-rect.role-mark").count() >= 2
+        page.screenshot(path=str(SHOTS / "dashboard-compare.png"))
+        record("beside it (select)", lambda: beside.select_option(label="nothing"))
         assert page.evaluate("window.__laceBlank") == 0, "the chart blanked during a redraw"
         still = page.locator(".widget-html-content", has_text="lifetime").first.inner_text()
         assert still.split("·")[0] == picked.split("·")[0], "the selection did not survive"
+        dash.evaluate("e => e.scrollIntoView({block: 'start'})")
         page.screenshot(path=str(SHOTS / "dashboard-selected.png"))
-        every = [t for ts in times.values() for t in ts]
+        # the whole model: long work, with a progress bar, timed apart from the layer views
+        whole = _timed(page, lambda: layer.get_by_text("model", exact=True).click())
+        print(f"\nwhole-model stack redraw: {whole:.0f} ms")
+        layers = [t for name, ts in times.items() for t in ts]
+        every = layers
         print("\nredraw latency in Chromium, widget event → new chart on screen (ms):")
         for name, ts in times.items():
             print(f"  {name:16s} n={len(ts)} median {statistics.median(ts):6.0f} "
@@ -218,6 +233,7 @@ def test_dashboard_widgets_redraw_in_place(chromium: Any, lab: Any) -> None:
         assert log.blocked == [], log.blocked
     finally:
         page.context.close()
+        lab.stop_kernels()
 
 
 # --- reports, opened from disk ------------------------------------------------------------
