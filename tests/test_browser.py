@@ -16,6 +16,8 @@ installs Chromium with apt-get.
 
 from __future__ import annotations
 
+import json
+import platform
 import shutil
 import statistics
 import tempfile
@@ -72,11 +74,16 @@ def _page(chromium: Any) -> tuple[Any, PageLog]:
     return page, log
 
 
-def _run_all(page: Any, lab: Any, notebook: str) -> None:
-    """Open the notebook, wait for its kernel, Run ▸ Run All Cells, wait for the last cell."""
+def _open(page: Any, lab: Any, notebook: str) -> None:
+    """Open the notebook in a fresh workspace and wait for its kernel to be idle."""
     page.goto(lab.tree(f"notebooks/{notebook}", workspace=notebook.split("_")[0]))
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=90_000)
+
+
+def _run_all(page: Any, lab: Any, notebook: str) -> None:
+    """Open the notebook, wait for its kernel, Run ▸ Run All Cells, wait for the last cell."""
+    _open(page, lab, notebook)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_text("Run All Cells", exact=True).click()
     # every code cell gets an execution count, and the kernel goes back to idle
@@ -102,7 +109,18 @@ def _errors_in_outputs(page: Any) -> list[str]:
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_notebook_runs_in_jupyterlab_offline(chromium: Any, lab: Any, notebook: str) -> None:
     page, log = _page(chromium)
+    saved = (lab.root / "notebooks" / notebook).read_bytes()
     try:
+        _open(page, lab, notebook)
+        page.wait_for_timeout(1500)  # time for any metadata rewrite to mark it changed
+        # opening asks nothing (no kernel picker) and changes nothing (no unsaved edits that
+        # autosave would write): the notebooks record the kernel JupyterLab reports, down to
+        # the Python version, which only a kernel on the same Python can match
+        assert page.locator(".jp-Dialog").count() == 0
+        recorded = json.loads(saved)["metadata"]["language_info"]["version"]
+        if recorded == platform.python_version():
+            assert page.locator(".lm-TabBar-tab.jp-mod-dirty").count() == 0
+        assert (lab.root / "notebooks" / notebook).read_bytes() == saved
         _run_all(page, lab, notebook)
         want = CHARTS[notebook]
         if want:
@@ -113,8 +131,10 @@ def test_notebook_runs_in_jupyterlab_offline(chromium: Any, lab: Any, notebook: 
             )
         charts = page.eval_on_selector_all(".lace-chart[data-renders]", "els => els.length")
         marks = page.eval_on_selector_all(".lace-chart svg .role-mark", "els => els.length")
-        print(f"\n{notebook}: {charts} chart(s), {marks} mark groups, console errors "
-              f"{len(log.errors)}, blocked requests {len(log.blocked)}")
+        print(
+            f"\n{notebook}: {charts} chart(s), {marks} mark groups, console errors "
+            f"{len(log.errors)}, blocked requests {len(log.blocked)}"
+        )
         assert charts == want
         assert not _errors_in_outputs(page)
         assert log.errors == [], log.errors
@@ -225,10 +245,13 @@ def test_dashboard_widgets_redraw_in_place(chromium: Any, lab: Any) -> None:
         every = layers
         print("\nredraw latency in Chromium, widget event → new chart on screen (ms):")
         for name, ts in times.items():
-            print(f"  {name:16s} n={len(ts)} median {statistics.median(ts):6.0f} "
-                  f"worst {max(ts):6.0f}")
-        print(f"  all              n={len(every)} median {statistics.median(every):6.0f} "
-              f"worst {max(every):6.0f}; blank frames 0; console errors {len(log.errors)}")
+            print(
+                f"  {name:16s} n={len(ts)} median {statistics.median(ts):6.0f} worst {max(ts):6.0f}"
+            )
+        print(
+            f"  all              n={len(every)} median {statistics.median(every):6.0f} "
+            f"worst {max(every):6.0f}; blank frames 0; console errors {len(log.errors)}"
+        )
         assert log.errors == [], log.errors
         assert log.blocked == [], log.blocked
     finally:
@@ -256,8 +279,10 @@ def test_report_pages_draw_offline(chromium: Any, tmp_path: Path) -> None:
             "[...document.querySelectorAll('.lace-vega')].every(e => e.querySelector('svg'))"
         )
         charts = page.eval_on_selector_all(".lace-vega svg", "els => els.length")
-        print(f"\nreport {page_path.name}: {charts} chart(s), console errors {len(log.errors)}, "
-              f"blocked {len(log.blocked)}")
+        print(
+            f"\nreport {page_path.name}: {charts} chart(s), console errors {len(log.errors)}, "
+            f"blocked {len(log.blocked)}"
+        )
         assert page.title().startswith("05 · The explorer")
         assert charts == 2  # the dashboard's chart and the side-by-side comparison
         assert "B=2" in page.inner_text("body")  # the parameter reached the notebook

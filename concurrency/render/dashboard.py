@@ -141,10 +141,10 @@ class Dashboard:
             options=[("GDN", "gdn"), ("attn", "attn"), ("model", "stack")],
             value=c.layer,
             tooltips=["one Gated DeltaNet layer", "one attention layer", "the whole model"],
-            style={"button_width": "56px"},
+            style={"button_width": "64px"},
         )
         self.mode = widgets.ToggleButtons(
-            options=["decode", "prefill"], value=c.mode, style={"button_width": "60px"}
+            options=["decode", "prefill"], value=c.mode, style={"button_width": "74px"}
         )
         self.tokens = widgets.SelectionSlider(
             options=TOKENS,
@@ -199,7 +199,7 @@ class Dashboard:
             options=[("all tensors", False), ("to scale", True)],
             value=False,
             tooltips=["every tensor at least 5 px tall", "byte axis to scale"],
-            style={"button_width": "72px"},
+            style={"button_width": "92px"},
         )
         self.progress = widgets.IntProgress(
             min=0, max=4, layout=widgets.Layout(width="160px", visibility="hidden")
