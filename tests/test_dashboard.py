@@ -82,7 +82,7 @@ def test_memory_map_keeps_every_tensor_visible() -> None:
         domain, rng = scale["domain"], scale["range"]
 
         def px(b: float) -> float:
-            for (d0, d1), (r0, r1) in zip(zip(domain, domain[1:]), zip(rng, rng[1:]), strict=False):
+            for (d0, d1), (r0, r1) in zip(pairwise(domain), pairwise(rng), strict=True):
                 if d0 <= b <= d1:
                     return r0 + (r1 - r0) * (b - d0) / (d1 - d0)
             raise AssertionError(b)
