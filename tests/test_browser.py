@@ -289,3 +289,32 @@ def test_report_pages_draw_offline(chromium: Any, tmp_path: Path) -> None:
         assert log.errors == [] and log.blocked == []
     finally:
         page.context.close()
+
+
+@pytest.mark.slow
+def test_slides_open_offline(chromium: Any, tmp_path: Path) -> None:
+    """`lace slides`: a reveal.js deck from disk, no network, keys move between slides."""
+    from concurrency.slides import build_slides
+
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    shutil.copy(ROOT / "notebooks" / "05_dashboard.py", src)
+    shutil.copytree(ROOT / "data", tmp_path / "data")
+    (deck,) = build_slides(src, tmp_path / "slides")
+    page, log = _page(chromium)
+    try:
+        page.goto(deck.as_uri())
+        page.wait_for_function("window.Reveal && Reveal.isReady()", timeout=30_000)
+        slides = page.evaluate("Reveal.getTotalSlides()")
+        page.keyboard.press("ArrowRight")
+        assert page.evaluate("Reveal.getIndices().h") == 1
+        page.wait_for_selector(".lace-vega svg .role-mark", state="attached", timeout=30_000)
+        charts = page.eval_on_selector_all(".lace-vega svg", "els => els.length")
+        print(
+            f"\nslides {deck.name}: {slides} slides, {charts} chart(s), console errors "
+            f"{len(log.errors)}, blocked {len(log.blocked)}"
+        )
+        assert slides >= 3 and charts == 2
+        assert log.errors == [] and log.blocked == []
+    finally:
+        page.context.close()

@@ -313,3 +313,28 @@ def test_report_parameters_reach_the_notebooks(tmp_path: Path) -> None:
     assert "<title>A titled page</title>" in page.read_text()
     with pytest.raises(NotebookError, match=r"GPU.*BATCH, MODEL"):
         build_report(src, tmp_path / "out2", parameters={"GPU": "h200"})
+
+
+@pytest.mark.notebook
+def test_slides_need_no_network(tmp_path: Path) -> None:
+    """`lace slides` writes one reveal.js deck per notebook with reveal.js inlined: no CDN;
+    each Markdown cell starts a slide."""
+    from concurrency.slides import build_slides
+
+    src = tmp_path / "nb"
+    src.mkdir()
+    (src / "01_deck.py").write_text(
+        "# %% [markdown]\n# # First\n\n# %%\nprint('one')\n\n"
+        "# %% [markdown]\n# ## Second\n\n# %%\nprint('two')\n"
+    )
+    _write_script(src, "02_other.py", "print('not asked for')")
+    (deck,) = build_slides(src, tmp_path / "slides", timeout_s=60, only=["01"])
+    html = deck.read_text()
+    assert deck.name == "01_deck.slides.html" and "<title>First · slides</title>" in html
+    assert html.count("<section") >= 2 and "Reveal.initialize" in html
+    assert not re.search(r'<script[^>]+src="https?:', html)
+    assert not re.search(r'<link[^>]+href="https?:', html)
+    for cdn in ("unpkg.com", "cdn.jsdelivr", "require.js", "mathjax@"):
+        assert cdn not in html.lower(), cdn
+    with pytest.raises(NotebookError, match="no notebook matches"):
+        build_slides(src, tmp_path / "none", only=["09"])

@@ -55,6 +55,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("simulate", "predict a timeline on a GPU spec: streams vs one"),
     Command("sweep", "plan and simulate a grid of cases on a Dask cluster, into Parquet"),
     Command("report", "execute every notebook headless and write HTML into reports/"),
+    Command("slides", "notebooks as reveal.js slides for design reviews, offline, into slides/"),
 )
 _BY_NAME = {c.name: c for c in COMMANDS}
 
