@@ -131,3 +131,35 @@ def test_as_spec_hoists_nested_datasets() -> None:
 def test_bad_gpu_is_named() -> None:
     with pytest.raises(UnknownNameError, match="GPU"):
         explore(Choice(gpu="tpu"))
+
+
+def test_measured_timelines_from_data_appear_beside_the_simulated(tmp_path) -> None:
+    """A data/ folder whose manifest lists a measured timeline of the same graph adds a
+    "measured" timeline row to the linked view; other graphs' recordings are left out."""
+    from dataclasses import replace
+
+    from concurrency.data import FIELDS
+
+    sim = explore(Choice(model="tiny")).timeline
+    spans = tuple(replace(s, source="measured") for s in sim.spans)
+    measured = replace(sim, spans=spans, meta=replace(sim.meta, source="measured", device="H200"))
+    measured.save(tmp_path / "tiny.json")
+    entry = {f: "" for f in FIELDS} | {
+        "file": "tiny.json",
+        "model": "tiny",
+        "layer": "gdn",
+        "mode": "decode",
+        "batch": 1,
+        "tokens": 1,
+        "streams": 5,
+    }
+    other = entry | {"batch": 4}
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"schema": "lace-data-manifest/1", "entries": [entry, other]})
+    )
+    view = explore(Choice(model="tiny"), data=tmp_path)
+    assert len(view.measured) == 1 and view.measured[0].meta.device == "H200"
+    rows = linked_chart(view).to_dict()["vconcat"]
+    assert len(rows) == 4 and "measured on H200" in rows[3]["title"]["text"]
+    assert explore(Choice(model="tiny", batch=2), data=tmp_path).measured == ()
+    assert explore(Choice(model="tiny"), data=tmp_path / "none").measured == ()
