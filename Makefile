@@ -3,6 +3,8 @@
 #   make test     ruff, then the whole pytest suite (notebook execution included)
 # `make setup` alone makes .venv, installs the package when pyproject.toml changes and checks
 # that Graphviz's `dot` is on PATH; it is quick when everything is already in place.
+# `make test` also installs Debian's Chromium (as root with apt-get) for the browser tests,
+# which Playwright drives; where none can be had they are skipped with the reason.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -12,13 +14,14 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.lace-installed
 DOT_FIX := install Graphviz: apt-get install graphviz / brew install graphviz / conda install -c conda-forge graphviz
 
-.PHONY: setup report test bench graphviz oracle
+.PHONY: setup report test bench graphviz oracle chromium
 
 report: setup
 	$(PYTHON) -m concurrency report
 
 test: setup
 	@$(MAKE) --no-print-directory oracle || echo "lace: the ggml oracle could not be built; its fidelity tests will be skipped (see above)" >&2
+	@$(MAKE) --no-print-directory chromium || echo "lace: no Chromium; the browser tests will be skipped (see above)" >&2
 	$(VENV)/bin/ruff check .
 	$(PYTHON) -m pytest
 
@@ -75,4 +78,18 @@ graphviz:
 	  command -v dot >/dev/null 2>&1 || { echo "lace: dot still missing; $(DOT_FIX)" >&2; exit 1; }; \
 	else \
 	  echo "lace: Graphviz's dot not found; $(DOT_FIX)" >&2; exit 1; \
+	fi
+
+# The browser tests drive the system's Chromium through Playwright (never `playwright install`,
+# which downloads a browser of its own). Installed like Graphviz: apt-get as root, else a hint.
+CHROMIUM_FIX := install Chromium: apt-get install chromium (Debian/Ubuntu) or put chromium on PATH
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 && exit 0; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" -eq 0 ]; then \
+	  echo "lace: Chromium not found; installing it with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  command -v chromium >/dev/null 2>&1 || { echo "lace: chromium still missing; $(CHROMIUM_FIX)" >&2; exit 1; }; \
+	else \
+	  echo "lace: Chromium not found; $(CHROMIUM_FIX)" >&2; exit 1; \
 	fi

@@ -18,9 +18,11 @@ or more to import, so it is imported inside the functions that use it: registeri
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,14 +174,63 @@ def _one_line(text: str) -> str:
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
 
 
+#: Output types a page shows, best first: a chart's or the dashboard's HTML (drawn by the
+#: inlined Vega) rather than its widget, which needs a kernel.
+PAGE_PRIORITY = [
+    "text/html",
+    "image/svg+xml",
+    "image/png",
+    "image/jpeg",
+    "text/markdown",
+    "text/latex",
+    "text/plain",
+]
+
+
+def notebook_title(nb: NotebookNode, fallback: str) -> str:
+    """The first Markdown heading of the notebook (the page's title), else `fallback`."""
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for line in cell.source.splitlines():
+            if line.startswith("#"):
+                return line.lstrip("#").strip()
+    return fallback
+
+
+def template_dir() -> Path:
+    """nbconvert templates shipped with LACE (`lace_report`: the lab look, nothing online)."""
+    return Path(str(files("concurrency").joinpath("templates")))
+
+
 def export_html(nb: NotebookNode, out_path: Path) -> Path:
-    """Write `nb` as a standalone HTML page in JupyterLab's look, and return its path."""
+    """Write `nb` as a standalone HTML page in JupyterLab's look that needs no network: no
+    CDN scripts, the chart library inlined once, the notebook's heading as its title."""
     _require_notebook_packages()
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    from concurrency.render.vega import page_head
+
+    nb = _for_page(nb, out_path.stem)
+    exporter = HTMLExporter(
+        template_name="lace_report",
+        extra_template_basedirs=[str(template_dir())],
+        display_data_priority=PAGE_PRIORITY,
+    )
+    body, _ = exporter.from_notebook_node(nb, resources={"lace_head": page_head()})
     out_path.write_text(body, encoding="utf-8")
     return out_path
+
+
+def _for_page(nb: NotebookNode, name: str) -> NotebookNode:
+    """A copy of `nb` with a title and without the widgets' saved state (which would make
+    nbconvert load the widgets' HTML manager from a CDN; widgets need a kernel anyway)."""
+    import copy
+
+    nb = copy.deepcopy(nb)
+    nb.metadata.pop("widgets", None)
+    nb.metadata["title"] = notebook_title(nb, name)
+    return nb
 
 
 def build_report(
@@ -188,6 +239,7 @@ def build_report(
     timeout_s: int = DEFAULT_TIMEOUT_S,
     *,
     on_notebook: Callable[[int, int, Path], None] | None = None,
+    parameters: Mapping[str, object] | None = None,
 ) -> list[Path]:
     """Execute every `NN_*.py` notebook in `notebooks_dir` and write HTML into `out_dir`.
 
@@ -196,19 +248,76 @@ def build_report(
     `NotebookError`; a missing folder or one with no notebooks is an error too, so an empty
     report is never mistaken for a good one. `on_notebook(i, n, path)` is called before the
     i-th (1-based) of n notebooks runs (the CLI's progress line).
+
+    `parameters` (e.g. {"MODEL": "qwen3.5-9b", "BATCH": 4}) override the values of each
+    notebook's cell tagged `parameters`, as papermill does: a cell tagged
+    `injected-parameters` after it sets the names that cell defines. A name no notebook
+    defines is an error.
     """
     notebooks_dir, out_dir = Path(notebooks_dir), Path(out_dir)
     notebooks = _require_notebooks(notebooks_dir)
     _require_notebook_packages()
     if out_dir.exists() and not out_dir.is_dir():
         raise NotebookError(out_dir, f"output folder '{out_dir}' is a file; pass --out DIR")
+    params = dict(parameters or {})
+    if params:
+        _check_parameters(notebooks, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     pages = []
     for i, path in enumerate(notebooks, 1):
         if on_notebook is not None:
             on_notebook(i, len(notebooks), path)
-        pages.append(_report_one(path, out_dir, timeout_s))
+        pages.append(_report_one(path, out_dir, timeout_s, params))
     return pages
+
+
+def parameter_names(nb: NotebookNode) -> list[str]:
+    """The names the notebook's `parameters` cell assigns (none without such a cell)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse(cell.source)
+            return [
+                t.id
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+                for t in node.targets
+                if isinstance(t, ast.Name)
+            ]
+    return []
+
+
+def inject_parameters(nb: NotebookNode, params: Mapping[str, object]) -> list[str]:
+    """Insert after the `parameters` cell a cell setting those of `params` it defines; return
+    the names set."""
+    import nbformat
+
+    names = parameter_names(nb)
+    chosen = {k: v for k, v in params.items() if k in names}
+    if not chosen:
+        return []
+    at = next(
+        i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])
+    )
+    source = "# Parameters given to `lace report`\n" + "\n".join(
+        f"{k} = {v!r}" for k, v in chosen.items()
+    )
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(at + 1, cell)
+    return list(chosen)
+
+
+def _check_parameters(notebooks: list[Path], params: Mapping[str, object]) -> None:
+    known: set[str] = set()
+    for path in notebooks:
+        known.update(parameter_names(read_notebook(path)))
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise NotebookError(
+            notebooks[0].parent,
+            f"no notebook takes the parameter(s) {', '.join(unknown)}; the notebooks' "
+            f"parameters are {', '.join(sorted(known)) or 'none'}",
+        )
 
 
 def _require_notebooks(notebooks_dir: Path) -> list[Path]:
@@ -225,22 +334,25 @@ def _require_notebooks(notebooks_dir: Path) -> list[Path]:
     return notebooks
 
 
-#: Run first in every report notebook (and removed from the page): Altair charts are drawn as
-#: static SVG in the kernel (vl-convert), so a report renders offline and years later with no CDN
-#: and no JavaScript. Static pages cannot run widgets or selections anyway; JupyterLab, which
-#: does not get this cell, keeps the charts interactive.
-OFFLINE_CHARTS = "import altair as alt\nalt.renderers.enable('svg')"
+#: Run first in every report notebook (and removed from the page): every Altair chart draws
+#: through LACE's renderer, whose page fragment the inlined Vega bundle draws with no network.
+#: The charts stay interactive (tooltips, selections, zoom) in the page; widgets do not run.
+OFFLINE_CHARTS = "from concurrency.render import vega as _lace_vega\n_lace_vega.enable()"
 
 
-def _report_one(path: Path, out_dir: Path, timeout_s: int) -> Path:
-    """Execute one notebook (charts embedded for offline viewing); write its executed
-    `.ipynb` and `.html` into `out_dir`."""
+def _report_one(
+    path: Path, out_dir: Path, timeout_s: int, params: Mapping[str, object] | None = None
+) -> Path:
+    """Execute one notebook (with `params` injected); write its executed `.ipynb` (without
+    the widgets' state) and its `.html` into `out_dir`."""
     import nbformat
 
     nb = read_notebook(path)
+    inject_parameters(nb, params or {})
     nb.cells.insert(0, nbformat.v4.new_code_cell(OFFLINE_CHARTS))
     run_notebook(nb, path, timeout_s)
     nb.cells.pop(0)
+    nb.metadata.pop("widgets", None)
     nbformat.write(nb, out_dir / f"{path.stem}.ipynb")
     return export_html(nb, out_dir / f"{path.stem}.html")
 
@@ -288,6 +400,29 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"seconds each cell may run (default: {DEFAULT_TIMEOUT_S})",
     )
+    group = parser.add_argument_group(
+        "parameters", "set in each notebook whose parameters cell defines them"
+    )
+    for flag, name, kind, text in REPORT_PARAMETERS:
+        group.add_argument(flag, dest=name, type=kind, metavar=name, help=text)
+
+
+#: `lace report` options that become notebook parameters: (flag, name, type, help).
+REPORT_PARAMETERS = (
+    ("--model", "MODEL", str, "model preset (e.g. qwen3.5-9b)"),
+    ("--batch", "BATCH", int, "decode batch size (sequences)"),
+    ("--policy", "POLICY", str, "allocator policy shown by the dashboard (e.g. happens_before)"),
+    ("--gpu", "GPU", str, "GPU spec for the simulated timelines (e.g. h200)"),
+)
+
+
+def report_parameters(args: argparse.Namespace) -> dict[str, object]:
+    """The notebook parameters given on the command line (only those given)."""
+    return {
+        name: getattr(args, name)
+        for _, name, _, _ in REPORT_PARAMETERS
+        if getattr(args, name, None) is not None
+    }
 
 
 def check_timeout(timeout_s: int) -> None:
@@ -305,7 +440,9 @@ def run_report(args: argparse.Namespace) -> int:
     timeout_s = getattr(args, "timeout", DEFAULT_TIMEOUT_S)
     try:
         check_timeout(timeout_s)
-        pages = build_report(Path(args.notebooks), Path(args.out), timeout_s)
+        pages = build_report(
+            Path(args.notebooks), Path(args.out), timeout_s, parameters=report_parameters(args)
+        )
     except LaceError as err:
         print(f"lace: error: {err}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -40,8 +40,11 @@ from concurrency.graph.schedule import stream_schedule
 from concurrency.memory.compare import compare_policies, policy_runs, policy_sweep
 from concurrency.memory.ggml.cuda_is_valid import is_valid_ggml
 from concurrency.memory.policies import POLICIES
+from concurrency.render import vega
 from concurrency.render.memory_map import memory_map_chart, policy_frame, policy_sweep_chart
 from concurrency.render.tables import hazard_frame
+
+vega.enable()  # charts draw with the Vega that ships with LACE: no network needed
 
 # %% [markdown]
 # ## One Gated DeltaNet layer under every policy

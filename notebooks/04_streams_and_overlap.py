@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -39,6 +39,7 @@ BATCHES = [1, 2, 4, 8, 16, 32, 64]
 import pandas as pd
 
 from concurrency.graph.builders import build_graph
+from concurrency.render import vega
 from concurrency.render.timeline_chart import speedup_chart, timeline_chart
 from concurrency.timing.stream_study import (
     compare_streams,
@@ -46,6 +47,8 @@ from concurrency.timing.stream_study import (
     pr_21897_comparison,
     speedup_sweep,
 )
+
+vega.enable()  # charts draw with the Vega that ships with LACE: no network needed
 
 COLUMNS = ["device", "batch", "serial_us", "parallel_us", "critical_path_us", "work_bound_us"]
 COLUMNS += ["speedup", "overlap_ratio", "closeness"]

@@ -9,6 +9,7 @@ they stay fast whatever the real notebooks do.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -76,7 +77,9 @@ PROBES: dict[str, str] = {
         "print(json.dumps({'fork': g.fork, 'branches': len(g.branches),"
         " 'ggml_regions': len(detect_branches(gdn, 'ggml').regions),"
         " 'ggml_attn_regions': len(detect_branches(attn, 'ggml').regions),"
-        " 'ggml_attn_b4_regions': len(detect_branches(attn_b4, 'ggml').regions)}))"
+        " 'ggml_attn_b4_regions': len(detect_branches(attn_b4, 'ggml').regions),"
+        " 'small_hazards': len(ggml_today.hazards), 'recycled': len(recycled),"
+        " 'moe_fork': shexp.fork, 'moe_branches': [b.nodes[0] for b in shexp.branches]}))"
     ),
     "02_allocator_policies.py": (
         "kinds = lambda hs: [sum(h.kind == k for h in hs) for k in ('race', 'use after reuse')]\n"
@@ -94,8 +97,11 @@ PROBES: dict[str, str] = {
         " 'parallel_us': rows[-1]['makespan_us'], 'bound_us': rows[-1]['critical_path_us']}))"
     ),
     "05_dashboard.py": (
+        "d = dashboard(model=MODEL, batch=BATCH, policy=POLICY, gpu=GPU, data=DATA)\n"
         "print(json.dumps({'racy': len(racy.hazards), 'safe': len(safe.hazards),"
-        " 'racy_policy': racy.choice.policy, 'safe_policy': safe.choice.policy}))"
+        " 'racy_policy': racy.choice.policy, 'safe_policy': safe.choice.policy,"
+        " 'dash_hazards': len(d.view.hazards), 'streams_used': d.view.streams_used,"
+        " 'measured': len(d.view.measured)}))"
     ),
     "06_gpu_streams.py": (
         "print(json.dumps({'folder': str(folder), 'recorded': recorded,"
@@ -114,6 +120,22 @@ def _check_01(found: dict) -> None:
     assert found["fork"] == detect_branches(gdn).regions[0].fork == "attn_norm-0"
     assert found["branches"] == 4 and found["ggml_regions"] == 0
     assert found["ggml_attn_regions"] == 1 and found["ggml_attn_b4_regions"] == 0
+    # the opening's figures: ggml's plan of the small layer, and its hazards on the fork output
+    from concurrency.graph.schedule import stream_schedule
+    from concurrency.memory.check import check_plan
+    from concurrency.memory.policies import plan_memory
+
+    small = build_graph("tiny", "gdn", "decode", 1)
+    rep = detect_branches(small)
+    sched = stream_schedule(small, rep)
+    hazards = check_plan(plan_memory(small, sched, rep, "sequential"), sched).hazards
+    assert found["small_hazards"] == len(hazards) > 0
+    on_norm = [h for h in hazards if "attn_norm-0" in (h.first_tensor, h.second_tensor)]
+    assert found["recycled"] == len(on_norm) > 0
+    moe = build_graph("qwen3.5-35b-a3b", "stack", "decode", 1, None, 1)
+    (region,) = [r for r in detect_branches(moe).regions if r.fork == found["moe_fork"]]
+    assert any("shexp" in first for first in found["moe_branches"])
+    assert found["moe_branches"] == [b.nodes[0] for b in region.branches]
 
 
 def _check_02(found: dict) -> None:
@@ -147,8 +169,13 @@ def _check_04(found: dict) -> None:
 
 
 def _check_05(found: dict) -> None:
+    from concurrency.render.explorer import Choice, explore
+
     assert (found["racy_policy"], found["safe_policy"]) == ("sequential", "happens_before")
     assert found["racy"] > 0 and found["safe"] == 0
+    ref = explore(Choice(model="qwen3.5-27b", batch=1, policy="sequential", gpu="h100"))
+    assert found["dash_hazards"] == len(ref.hazards) == found["racy"]
+    assert found["streams_used"] == ref.streams_used
 
 
 def _check_06(found: dict) -> None:
@@ -303,7 +330,8 @@ def test_report_subcommand_defaults_and_one_line_error(
 
 
 def test_report_charts_render_offline(tmp_path: Path) -> None:
-    """Report pages carry charts as SVG drawn in the kernel: no CDN, no JavaScript needed."""
+    """Report pages carry each chart's spec and the Vega bundle once, inline: nothing is
+    loaded from a CDN (tests/test_browser.py opens such pages in Chromium offline)."""
     from concurrency.report import build_report
 
     nb_dir = tmp_path / "nbs"
@@ -315,5 +343,51 @@ def test_report_charts_render_offline(tmp_path: Path) -> None:
     )
     (page,) = build_report(nb_dir, tmp_path / "out", timeout_s=120)
     html = page.read_text()
-    assert "<svg" in html or "data:image/svg+xml" in html
-    assert "cdn.jsdelivr" not in html
+    assert html.count('class="lace-vega"') == 1 and html.count('id="lace-vega-bundle"') == 1
+    assert "<title>01_chart</title>" in html  # no heading: the file name
+    for cdn in ("cdn.jsdelivr", "unpkg.com", "cdnjs", "require.js", "mathjax@", "mermaid@"):
+        assert cdn not in html.lower(), cdn
+    assert not re.search(r'<script[^>]+src="https?:', html)
+    assert not re.search(r'<link[^>]+href="https?:', html)
+
+
+def test_report_parameters_reach_the_notebooks(tmp_path: Path) -> None:
+    """`--batch 4` sets BATCH in every notebook whose parameters cell defines it; an unknown
+    parameter is one error naming the known ones."""
+    src = tmp_path / "nb"
+    src.mkdir()
+    (src / "01_p.py").write_text(
+        "# %% [markdown]\n# # A titled page\n\n"
+        '# %% tags=["parameters"]\nBATCH = 1\nMODEL = "tiny"\n\n# %%\nprint(BATCH, MODEL)\n'
+    )
+    (page,) = build_report(src, tmp_path / "out", timeout_s=60, parameters={"BATCH": 4})
+    nb = jupytext.read(tmp_path / "out" / "01_p.ipynb")
+    assert "4 tiny" in _stdout(nb, len(nb.cells) - 1)
+    assert "<title>A titled page</title>" in page.read_text()
+    with pytest.raises(NotebookError, match=r"GPU.*BATCH, MODEL"):
+        build_report(src, tmp_path / "out2", parameters={"GPU": "h200"})
+
+
+@pytest.mark.notebook
+def test_slides_need_no_network(tmp_path: Path) -> None:
+    """`lace slides` writes one reveal.js deck per notebook with reveal.js inlined: no CDN;
+    each Markdown cell starts a slide."""
+    from concurrency.slides import build_slides
+
+    src = tmp_path / "nb"
+    src.mkdir()
+    (src / "01_deck.py").write_text(
+        "# %% [markdown]\n# # First\n\n# %%\nprint('one')\n\n"
+        "# %% [markdown]\n# ## Second\n\n# %%\nprint('two')\n"
+    )
+    _write_script(src, "02_other.py", "print('not asked for')")
+    (deck,) = build_slides(src, tmp_path / "slides", timeout_s=60, only=["01"])
+    html = deck.read_text()
+    assert deck.name == "01_deck.slides.html" and "<title>First · slides</title>" in html
+    assert html.count("<section") >= 2 and "Reveal.initialize" in html
+    assert not re.search(r'<script[^>]+src="https?:', html)
+    assert not re.search(r'<link[^>]+href="https?:', html)
+    for cdn in ("unpkg.com", "cdn.jsdelivr", "require.js", "mathjax@"):
+        assert cdn not in html.lower(), cdn
+    with pytest.raises(NotebookError, match="no notebook matches"):
+        build_slides(src, tmp_path / "none", only=["09"])

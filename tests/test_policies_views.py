@@ -79,10 +79,13 @@ def test_memory_map_outlines_hazard_tensors_in_red() -> None:
     assert frame.loc[frame.tensor == "attn_norm-0", "in_hazard"].item()
     assert (frame.y1 <= seq.plan.arena_bytes).all() and (frame.x0 < frame.x1).all()
     spec = memory_map_chart(g, sched, seq.plan, seq.hazards).to_dict()
-    rect = spec["layer"][0]
+    rect, *others = spec["layer"]
     assert rect["mark"]["type"] == "rect"
-    assert HAZARD_RED in json.dumps(rect["encoding"]["stroke"])
-    assert spec["layer"][1]["mark"]["type"] == "rule"
+    bands = [x for x in others if x["data"]["name"] == "hazards"]
+    assert [b["mark"]["type"] for b in bands] == ["rect", "point"]
+    assert all(HAZARD_RED in json.dumps(b["mark"]) for b in bands)
+    assert len(spec["datasets"]["hazards"]) == len(seq.hazards)
+    assert others[-1]["mark"]["type"] == "rule"
 
 
 def test_plan_command_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:

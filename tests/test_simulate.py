@@ -363,11 +363,12 @@ def test_timeline_chart_has_one_bar_per_kernel() -> None:
     g = gdn_27b()
     t = simulate(g, stream_schedule(g, detect_branches(g)), "h100")
     spec = timeline_chart(t).to_dict()
-    assert spec["mark"]["type"] == "bar"
-    (rows,) = spec["datasets"].values()
+    bars = spec["layer"][0]
+    assert bars["mark"]["type"] == "bar"
+    rows = spec["datasets"]["kernels"]
     assert len(rows) == len(t) == 28
     assert {r["lane"] for r in rows} == {f"stream {k}" for k in range(5)}
-    assert spec["encoding"]["color"]["scale"]["range"][1] == "#ff7f0e"  # stream 1, as elsewhere
+    assert bars["encoding"]["color"]["scale"]["range"][1] == "#ff7f0e"  # stream 1, as elsewhere
     import pandas as pd
 
     sweep = speedup_chart(pd.DataFrame(speedup_sweep("tiny", "gdn", [1, 2]))).to_dict()

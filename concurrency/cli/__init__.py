@@ -57,6 +57,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("record", "on a GPU: the race experiment and replay timings, written under data/"),
     Command("bench", "one stream vs the schedule's streams on a GPU, or --from-data without one"),
     Command("report", "execute every notebook headless and write HTML into reports/"),
+    Command("slides", "notebooks as reveal.js slides for design reviews, offline, into slides/"),
 )
 _BY_NAME = {c.name: c for c in COMMANDS}
 

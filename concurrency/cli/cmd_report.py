@@ -20,14 +20,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, progress: Progress) -> Result:
-    from concurrency.report import build_report, check_timeout
+    from concurrency.report import build_report, check_timeout, report_parameters
 
     check_timeout(args.timeout)
 
     def on_notebook(i: int, n: int, path: Path) -> None:
         progress.update(f"running notebook {i}/{n}: {path.name}")
 
-    pages = build_report(args.notebooks, args.out, args.timeout, on_notebook=on_notebook)
+    pages = build_report(
+        args.notebooks,
+        args.out,
+        args.timeout,
+        on_notebook=on_notebook,
+        parameters=report_parameters(args),
+    )
     if args.format == "json":
         return Result.json(
             {

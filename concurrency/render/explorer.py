@@ -7,6 +7,7 @@ Pure (no drawing): the dashboard and tests call `explore`; the charts are built 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from concurrency.graph.branches import detect_branches
 from concurrency.graph.builders import build_graph
@@ -34,6 +35,7 @@ class Choice:
     max_streams: int = 8
     gpu: str = "h100"
     flow: str | None = None  # None: the engine's flow for stacks, the graph's otherwise
+    layers: int | None = None  # decoder layers of a "stack" (None: the whole model)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,12 @@ class ExplorerView:
     lower_bound_bytes: int
     timeline: Timeline
     serial: Timeline
+    measured: tuple[Timeline, ...] = ()
+
+    @property
+    def streams_used(self) -> int:
+        """Streams that run at least one kernel (the schedule may allow more)."""
+        return len({s.stream for s in self.timeline.spans}) or 1
 
     def metrics(self) -> dict[str, object]:
         """One table row: memory (arena, bound, hazards) and time (makespan, overlap, speedup)."""
@@ -61,10 +69,14 @@ class ExplorerView:
         return row
 
 
-def explore(choice: Choice) -> ExplorerView:
-    """Build, schedule, plan, check and simulate the chosen graph."""
+def explore(choice: Choice, data: Path | None = None) -> ExplorerView:
+    """Build, schedule, plan, check and simulate the chosen graph; with `data` (a folder with a
+    manifest, like the repository's data/), also load the measured timelines of the same
+    graph (model, layer, mode, batch) recorded there."""
     get_gpu(choice.gpu)  # a bad GPU name fails here, before any work
-    graph = build_graph(choice.model, choice.layer, choice.mode, choice.batch, choice.tokens)
+    graph = build_graph(
+        choice.model, choice.layer, choice.mode, choice.batch, choice.tokens, choice.layers
+    )
     report = detect_branches(graph)
     schedule = stream_schedule(graph, report, choice.max_streams)
     (result,) = compare_policies(
@@ -81,4 +93,28 @@ def explore(choice: Choice) -> ExplorerView:
         result.lower_bound_bytes,
         timeline,
         serial,
+        measured_timelines(choice, data) if data is not None else (),
     )
+
+
+def measured_timelines(choice: Choice, data: Path) -> tuple[Timeline, ...]:
+    """Timelines recorded on a GPU (source "measured") under `data` for the chosen graph;
+    none when the folder has no manifest."""
+    from concurrency.data import load_manifest
+
+    if not (Path(data) / "manifest.json").is_file():
+        return ()
+    out = []
+    for entry in load_manifest(Path(data)):
+        same = (entry.model, entry.layer, entry.mode, entry.batch) == (
+            choice.model,
+            choice.layer,
+            choice.mode,
+            choice.batch,
+        )
+        if not same:
+            continue
+        timeline = Timeline.load(Path(data) / entry.file)
+        if timeline.meta.source == "measured":
+            out.append(timeline)
+    return tuple(out)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from concurrency.format import format_bytes
 from concurrency.graph.branches import BranchReport, detect_branches
 from concurrency.graph.builders import build_graph
 from concurrency.graph.ir import Graph
@@ -73,21 +74,40 @@ def batch_sweep(
     return pd.DataFrame(rows)
 
 
+HAZARD_COLUMNS = [
+    "kind",
+    "access",
+    "first tensor",
+    "first node",
+    "stream",
+    "second tensor",
+    "second node",
+    "stream ",
+    "size",
+    "bytes",
+    "explanation",
+]
+
+
 def hazard_frame(hazards: Iterable[Hazard], tensor: str | None = None) -> pd.DataFrame:
-    """One row per hazard (kind: race or use after reuse, the access pair of a race, nodes,
-    streams, bytes, sentence); only those touching `tensor` when it is given."""
+    """One row per hazard (kind: race or use after reuse, the access pair of a race, both
+    tensors, both nodes and their streams, how many bytes and which, the sentence); only those
+    touching `tensor` when it is given."""
     rows = [
         {
             "kind": h.kind,
             "access": h.access or "",
+            "first tensor": h.first_tensor,
             "first node": h.first_node,
             "stream": h.first_stream,
+            "second tensor": h.second_tensor,
             "second node": h.second_node,
             "stream ": h.second_stream,
+            "size": format_bytes(h.end - h.start),
             "bytes": f"{h.start}–{h.end - 1}",
             "explanation": h.explanation,
         }
         for h in hazards
         if tensor is None or tensor in (h.first_tensor, h.second_tensor)
     ]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=HAZARD_COLUMNS)
