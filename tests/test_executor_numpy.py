@@ -405,3 +405,34 @@ def test_chunked_and_recurrent_forms_agree(n_tok: int) -> None:
     assert np.all(np.isfinite(o2)) and np.all(np.isfinite(s2))
     assert np.max(np.abs(o1 - o2)) < 1e-10 * max(1.0, np.max(np.abs(o1)))
     assert np.max(np.abs(s1 - s2)) < 1e-10 * max(1.0, np.max(np.abs(s1)))
+
+
+def test_reference_rounds_the_activations_it_is_told_to() -> None:
+    """round_activations applies to a node's second source only (a projection's activations),
+    before the op: the result is the op of the rounded input; unknown nodes are an error."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(1, 1, 3, 8))  # ne (k=8, m=3)
+    b = rng.normal(size=(1, 1, 5, 8))  # ne (k=8, n=5)
+    ctx = GraphContext()
+    mm = ctx.mul_mat(
+        ctx.leaf("a", "f32", (8, 3), TensorKind.WEIGHT),
+        ctx.leaf("b", "f32", (8, 5), TensorKind.INPUT),
+        base="mm",
+    )
+    ctx.set_output(mm)
+    ctx.expand(mm)
+    graph = ctx.finish(_tiny_meta(), None)
+    seen = []
+
+    def coarse(x: np.ndarray) -> np.ndarray:
+        seen.append(x.copy())
+        return np.round(x * 4.0) / 4.0
+
+    got = reference_run(graph, {"a": a, "b": b}, round_activations={mm: coarse})
+    np.testing.assert_array_equal(seen[0].reshape(b.shape), b)
+    want = (np.round(b * 4.0) / 4.0)[0, 0] @ a[0, 0].T
+    np.testing.assert_allclose(got[mm].reshape(want.shape), want, rtol=1e-12)
+    exact = reference_run(graph, {"a": a, "b": b})
+    assert not np.allclose(exact[mm], got[mm])
+    with pytest.raises(LaceError, match="round_activations names nodes"):
+        reference_run(graph, {"a": a, "b": b}, round_activations={"nope": coarse})

@@ -6,12 +6,16 @@ reference in CI; speed, NVRTC, CuPy and nvmath are the GPU run's job. Skipped wi
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import test_gpu_kernels as kernels_tests
 import test_gpu_layers as layers_tests
 from cuda_emu import emulator
+from gpu_cases import op_graph, planned, values_for
 
 import concurrency.execute.gpu.check as check
+from concurrency.execute.gpu import reference_inputs
+from concurrency.execute.gpu.storage import from_bf16_bits
 
 pytestmark = pytest.mark.skipif(emulator.compiler() is None, reason="g++ is not installed here")
 
@@ -75,3 +79,35 @@ def test_tiny_layers_emulated(record_property) -> None:
 @pytest.mark.parametrize("kind", kernels_tests.FUSED)
 def test_fused_kernels_emulated(kind, record_property) -> None:
     kernels_tests.test_fused_kernel_matches_the_unfused_ops(kind, record_property)
+
+
+def test_a_wrong_cast_fails_the_check(monkeypatch) -> None:
+    """The modelled comparison feeds the reference the device's own cast activations, so it
+    must also check the cast: here the honest cast passes (rounding excess ≤ 1) and a device
+    whose bf16 cast is one ulp off (a planted bad kernel) fails on the rounding excess."""
+
+    def build(b):
+        x = b.inp("x", "f32", 256, 24)
+        return b.ctx.mul_mat(b.weight("blk.0.attn_qkv.weight", 256, 40), x, base="proj")
+
+    graph = op_graph(build)
+    schedule, plan = planned(graph, "no_reuse", streams="serial")
+    inputs = reference_inputs(graph, values=values_for(graph, 9), weight_dtype="bf16")
+    honest = check.check_gpu(
+        graph, schedule, plan, inputs=inputs, weight_dtype="bf16", matmul="nvmath"
+    )
+    assert honest.ok and 0.0 < honest.rounding_excess <= 1.0, honest.summary()
+    assert honest.error < 1e-6 < honest.exact_error <= honest.exact_tolerance
+
+    def one_ulp_off(lp, values, launch="graph", *, replays=1, activations=None):
+        got = emulator.emu_run_gpu(lp, values, launch, replays=replays, activations=activations)
+        for name, value in activations.items():
+            bits = (value.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+            activations[name] = from_bf16_bits(bits - (bits & 0x7FFF > 0)).astype(np.float64)
+        return got
+
+    monkeypatch.setattr(check, "run_gpu", one_ulp_off)
+    bad = check.check_gpu(
+        graph, schedule, plan, inputs=inputs, weight_dtype="bf16", matmul="nvmath"
+    )
+    assert bad.rounding_excess > 1.5 and not bad.ok, bad.summary()

@@ -166,6 +166,22 @@ def test_weight_casts_and_rounding() -> None:
     )
 
 
+def test_rounding_excess_accepts_round_to_nearest_only() -> None:
+    """The check on the device's activation casts: round to nearest passes (≤ 1) in both
+    types; truncation, the wrong type or a non-finite cast fails."""
+    from concurrency.execute.gpu.check import rounding_excess
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 1.0, 5000) * np.exp(rng.normal(0.0, 2.0, 5000))
+    x[:4] = [0.0, 1e-30, -3e-9, 3.0]
+    for dtype in ("f16", "bf16"):
+        assert 0.5 < rounding_excess(x, round_to(x, dtype), dtype) <= 1.0
+    bits = (x.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    assert rounding_excess(x, from_bf16_bits(bits), "bf16") > 1.5  # truncation
+    assert rounding_excess(x, round_to(x, "bf16"), "f16") > 4.0  # bf16 where f16 was due
+    assert rounding_excess(x, np.where(x > 2.0, np.inf, x), "bf16") == np.inf
+
+
 def test_bf16_rounding_is_to_nearest_even() -> None:
     x = np.array(
         [1.0, 1.0 + 2**-8, 1.0 + 3 * 2**-8, 1.0 + 2**-7, -2.5, np.inf, np.nan], dtype=np.float32

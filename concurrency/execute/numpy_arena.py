@@ -164,12 +164,23 @@ def _collect(graph: Graph, arrays: Mapping[str, Array | None], keys: Iterable[st
 
 # ---------------------------------------------------------------------------- runs
 def reference_run(
-    graph: Graph, inputs: Mapping[str, Array], *, keep: Iterable[str] = ()
+    graph: Graph,
+    inputs: Mapping[str, Array],
+    *,
+    keep: Iterable[str] = (),
+    round_activations: Mapping[str, Callable[[Array], Array]] | None = None,
 ) -> dict[str, Array]:
     """Run every node in graph order in float64, each base tensor in its own array.
 
     Returns float64 copies (NumPy order) of every graph output and every state tensor
-    (caches, after their writes), plus the tensors named in `keep` (for inspection)."""
+    (caches, after their writes), plus the tensors named in `keep` (for inspection).
+    `round_activations` maps a node to a rounding of its second source (a projection's
+    activations), applied before it runs: the reference of a device that casts a GEMM's
+    activations to the weight type (the GPU executor's cuBLASLt path with f16/bf16 weights)."""
+    rounding = dict(round_activations or {})
+    unknown = sorted(set(rounding) - set(graph.nodes))
+    if unknown:
+        raise LaceError(f"round_activations names nodes the graph does not have: {unknown[:3]}")
     check_size(graph)
     bases = [n for n, t in graph.tensors.items() if t.view_src is None]
     buffers = _own_buffers(graph, bases, _REF_DTYPES)
@@ -180,7 +191,7 @@ def reference_run(
     _load_leafs(graph, arrays, inputs)
     with np.errstate(all="ignore"):
         for name in graph.nodes:
-            run_node(graph, name, arrays)
+            run_node(graph, name, arrays, rounding.get(name))
     return _collect(graph, arrays, [*_result_keys(graph), *keep])
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from concurrency.execute.gpu.kernels import kernel_dir
 from concurrency.execute.gpu.launch import (
     ARENA,
+    SCRATCH,
     STORAGE_BYTES,
     KernelLaunch,
     LaunchPlan,
@@ -220,10 +221,19 @@ class EmuRun:
 
 
 def emu_run_gpu(
-    lp: LaunchPlan, inputs: Mapping[str, np.ndarray], launch: str = "graph", *, replays: int = 1
+    lp: LaunchPlan,
+    inputs: Mapping[str, np.ndarray],
+    launch: str = "graph",
+    *,
+    replays: int = 1,
+    activations: dict | None = None,
 ):
     """check.run_gpu's contract, emulated on the CPU (eager and graph are the same here)."""
+    from concurrency.execute.gpu.check import activation_casts, read_activations
+
     run = EmuRun(lp)
     run.upload(inputs)
     run.run()
+    if activations is not None and activation_casts(lp):
+        activations.update(read_activations(lp, run.buffers[SCRATCH]))
     return run.read()
