@@ -176,7 +176,9 @@ def test_elementwise_and_row_ops_in_place(record_property) -> None:
 # ---------------------------------------------------------------------------- data movement
 def test_copies_concat_and_casts(record_property) -> None:
     """CONT of a permuted view, CONCAT along dims 0–2 with a strided operand, CPY into an f32
-    state view and into an f16 state (rounding), as the conv-state write does."""
+    state view and into an f16 state (rounding), as the conv-state write does; and each path of
+    copy.cu: contiguous 16-byte pieces with a tail, rows × columns for a strided view of equal
+    shape (rows ≥ 64, at an unaligned offset), per element into an unaligned f16 view."""
 
     def build(b):
         c = b.ctx
@@ -193,6 +195,16 @@ def test_copies_concat_and_casts(record_property) -> None:
         outs.append(c.cpy(c.reshape(p, 60, 6), view, base="to_state"))
         half = b.state("half", "f16", 360)
         outs.append(c.cpy(c.reshape(p, 360), half, base="to_half"))
+        odd = b.inp("odd", "f32", 35)
+        flat = b.state("flat", "f32", 40)
+        outs.append(c.cpy(odd, c.view(flat, (35,), (), 0, base="flat35"), base="to_flat"))
+        wide = b.inp("wide", "f32", 80, 3, 2)
+        part = c.view(wide, (70, 3, 2), (320, 960), 8, base="wide_part")
+        outs.append(c.cont(part, (70, 3, 2), base="part"))
+        half2 = b.state("half2", "f16", 40)
+        outs.append(
+            c.cpy(c.reshape(odd, 5, 7), c.view(half2, (35,), (), 6, base="h35"), base="to_h35")
+        )
         return tuple(outs)
 
     graph = op_graph(build)
@@ -201,24 +213,29 @@ def test_copies_concat_and_casts(record_property) -> None:
 
 def test_get_rows_and_set_rows_wrap_indices(record_property) -> None:
     """GET_ROWS (i32, with out-of-range and negative indices wrapped) from an input and from a
-    bf16 embedding table; SET_ROWS (i64) into an f16 cache and (i32) into an f32 input."""
+    bf16 embedding table; SET_ROWS (i64) into an f16 cache and (i32) into an f32 input. Rows of
+    24 take the 4-wide vector path; rows of 15 and 22 (unaligned row starts, a tail) the
+    per-element one."""
 
     def build(b):
         c = b.ctx
-        src = b.inp("src", "f32", 16, 9, 2)
+        src = b.inp("src", "f32", 15, 9, 2)
         idx = b.inp("idx", "i32", 5, 2)
-        table = b.weight("token_embd.weight", 24, 11)
+        table = b.weight("token_embd.weight", 22, 11)
         tok = b.inp("tok", "i32", 4)
         cache = b.state("cache", "f16", 24, 12)
         rows = b.inp("rows", "f32", 24, 4)
         pos = b.inp("pos", "i64", 4)
-        dst = b.inp("dst", "f32", 24, 6)
+        dst = b.inp("dst", "f32", 15, 6)
+        rows15 = b.inp("rows15", "f32", 15, 4)
         pos32 = b.inp("pos32", "i32", 4)
+        wide = b.inp("wide", "f32", 24, 7)
         return (
             c.get_rows(src, idx, base="gathered"),
             c.get_rows(table, tok, base="embedded"),
+            c.get_rows(wide, pos32, base="picked"),
             c.set_rows(cache, rows, pos, base="cache_write"),
-            c.set_rows(dst, rows, pos32, base="dst_write"),
+            c.set_rows(dst, rows15, pos32, base="dst_write"),
         )
 
     graph = op_graph(build)
