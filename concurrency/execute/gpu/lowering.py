@@ -42,11 +42,13 @@ ATTN_MIN_BLOCKS = 264
 ATTN_SPAN_KEYS = 32
 GEMV_WARPS = 8
 #: mul_mat_vec16: rows per team (R in gemv.cu), warps per block, column variants, and the
-#: fewest blocks worth launching (two per SM of a 132-SM H200) before a team takes more warps.
+#: fewest blocks worth launching (eight per SM of a 132-SM H200, about two waves of resident
+#: blocks) before a team takes more warps: small blocks keep the last wave's tail short (a
+#: block of 16 rows of 10 KB takes ~5 round trips alone), wider teams split K instead.
 GEMV16_ROWS = 2
 GEMV16_WARPS = 8
 GEMV16_COLUMNS = (1, 2, 4, 8)
-GEMV16_MIN_BLOCKS = 264
+GEMV16_MIN_BLOCKS = 1056
 MAX_SHARED_BYTES = 227 * 1024  # Hopper's opt-in limit per block
 ARGSORT_MAX = 4096
 
