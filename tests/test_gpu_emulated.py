@@ -59,7 +59,8 @@ def test_rows_emulated(record_property) -> None:
 def test_conv_rope_attention_router_emulated(record_property) -> None:
     kernels_tests.test_ssm_conv_with_state(2, record_property)
     kernels_tests.test_rope_partial_and_full(16, 64, record_property)
-    kernels_tests.test_flash_attention(32, 6, 2, 7, 256, 1, record_property)
+    kernels_tests.test_flash_attention(32, 6, 2, 7, 256, 1, record_property)  # split keys
+    kernels_tests.test_flash_attention(32, 6, 2, 7, 48, 1, record_property)  # one kernel
     kernels_tests.test_router_sort_top_k_and_experts(record_property)
 
 

@@ -408,3 +408,60 @@ def test_node_bytes_count_what_each_node_moves() -> None:
     assert all(moved[n.node] == 0 for n in lp.nodes if not n.launches)
     weights = sum(spec.nbytes for spec in lp.buffers.values() if spec.kind == "weight")
     assert weights < sum(moved.values()) < weights + 12 * state
+
+
+def test_attention_splits_keys_only_when_blocks_are_few() -> None:
+    """Flash-decoding: a decode step's 24 heads split 256 keys into 8 spans (a partial kernel
+    writing the scratch, then the combine); a prompt of 65 tokens has blocks enough (one
+    kernel); 48 keys are too few to split."""
+    from concurrency.execute.gpu.lowering import attention_splits
+    from concurrency.graph.builders import build_graph
+    from concurrency.graph.config import get_config
+
+    assert attention_splits(24, 256) == 8
+    assert attention_splits(65 * 24, 256) == 1
+    assert attention_splits(42, 48) == 1
+    assert attention_splits(6, 512) == 16
+    cfg = get_config("qwen3.5-27b").replace(n_vocab=256)
+    graph = build_graph(cfg, "stack", "decode", 1, layers=4)
+    schedule, plan = planned(graph, "happens_before")
+    lp = build_launch_plan(graph, schedule, plan, weight_dtype="f16")
+    (node,) = [n for n in lp.nodes if n.op == "FLASH_ATTN_EXT"]
+    partial, combine = node.launches
+    assert isinstance(partial, KernelLaunch) and isinstance(combine, KernelLaunch)
+    assert partial.grid == (1, 24, 8) and combine.grid == (1, 24, 1)
+    assert combine.kernel == "flash_attn_combine_f32"
+    part = [v for k, v in partial.args if k == "ptr"][-1]
+    assert part.buffer == SCRATCH and part == [v for k, v in combine.args if k == "ptr"][-1]
+
+
+def test_gemv_launch_fills_the_gpu_for_thin_and_wide_outputs() -> None:
+    """mul_mat_vec16's grid and team width: the 48-row β projection takes whole blocks per row
+    pair (24 blocks of 8 warps splitting K), the 10240-row qkv projection two warps per team
+    (1280 blocks), a short K never more warps than it has 16-byte pieces."""
+    from concurrency.execute.gpu.launch import Ptr, TensorRef
+    from concurrency.execute.gpu.lowering import gemv16_launch
+
+    def weight(k: int, dtype: str) -> TensorRef:
+        es = STORAGE_BYTES[dtype]
+        return TensorRef("w", Ptr("weight:w", 0), (k, 1, 1, 1), (es, es * k, 0, 0), dtype)
+
+    def shape(launch):  # (kernel, grid.x, wpr)
+        return launch.kernel, launch.grid[0], launch.args[-1][1]
+
+    assert shape(gemv16_launch(weight(5120, "bf16"), 48, 1, ())) == (
+        "mul_mat_vec16_bf16_c1",
+        24,
+        8,
+    )
+    assert shape(gemv16_launch(weight(5120, "bf16"), 10240, 1, ())) == (
+        "mul_mat_vec16_bf16_c1",
+        1280,
+        2,
+    )
+    assert shape(gemv16_launch(weight(5120, "f16"), 17408, 4, ())) == (
+        "mul_mat_vec16_f16_c4",
+        1088,
+        1,
+    )
+    assert shape(gemv16_launch(weight(64, "f32"), 96, 3, ())) == ("mul_mat_vec16_f32_c4", 6, 1)
