@@ -82,33 +82,42 @@ def test_fused_kernels_emulated(kind, record_property) -> None:
     kernels_tests.test_fused_kernel_matches_the_unfused_ops(kind, record_property)
 
 
-def test_a_wrong_cast_fails_the_check(monkeypatch) -> None:
-    """The modelled comparison feeds the reference the device's own cast activations, so it
-    must also check the cast: here the honest cast passes (rounding excess ≤ 1) and a device
-    whose bf16 cast is one ulp off (a planted bad kernel) fails on the rounding excess."""
+@pytest.mark.parametrize("planted", ["cast", "store"])
+def test_a_wrong_rounding_fails_the_check(planted, monkeypatch) -> None:
+    """The modelled comparison feeds the reference the device's own cast activations and f16
+    cache rows, so it must also check them: the honest device passes (rounding excess ≤ 1, the
+    fp32 threshold) and one whose bf16 cast, or whose f16 row store, is one ulp off (a planted
+    bad kernel) fails on the rounding excess."""
 
     def build(b):
         x = b.inp("x", "f32", 256, 24)
-        return b.ctx.mul_mat(b.weight("blk.0.attn_qkv.weight", 256, 40), x, base="proj")
+        proj = b.ctx.mul_mat(b.weight("blk.0.attn_qkv.weight", 256, 40), x, base="proj")
+        cache = b.state("cache", "f16", 40, 32)
+        rows = b.inp("rows", "i64", 24)
+        return proj, b.ctx.set_rows(cache, proj, rows, base="cache_write")
 
     graph = op_graph(build)
     schedule, plan = planned(graph, "no_reuse", streams="serial")
-    inputs = reference_inputs(graph, values=values_for(graph, 9), weight_dtype="bf16")
-    honest = check.check_gpu(
-        graph, schedule, plan, inputs=inputs, weight_dtype="bf16", matmul="nvmath"
-    )
+    given = values_for(graph, 9, rows=np.arange(24) + 5)
+    inputs = reference_inputs(graph, values=given, weight_dtype="bf16")
+    kw = {"inputs": inputs, "weight_dtype": "bf16", "matmul": "nvmath"}
+    honest = check.check_gpu(graph, schedule, plan, **kw)
     assert honest.ok and 0.0 < honest.rounding_excess <= 1.0, honest.summary()
     assert honest.error < 1e-6 < honest.exact_error <= honest.exact_tolerance
 
-    def one_ulp_off(lp, values, launch="graph", *, replays=1, activations=None):
-        got = emulator.emu_run_gpu(lp, values, launch, replays=replays, activations=activations)
-        for name, value in activations.items():
-            bits = (value.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
-            activations[name] = from_bf16_bits(bits - (bits & 0x7FFF > 0)).astype(np.float64)
+    def one_ulp_off(lp, values, launch="graph", **options):
+        got = emulator.emu_run_gpu(lp, values, launch, **options)
+        if planted == "cast":
+            for name, value in options["activations"].items():
+                bits = (value.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+                bits = bits - (bits & 0x7FFF > 0)
+                options["activations"][name] = from_bf16_bits(bits).astype(np.float64)
+        else:
+            for name, value in options["stores"].items():
+                half = value.astype(np.float16)
+                options["stores"][name] = np.nextafter(half, np.float16(0)).astype(np.float64)
         return got
 
     monkeypatch.setattr(check, "run_gpu", one_ulp_off)
-    bad = check.check_gpu(
-        graph, schedule, plan, inputs=inputs, weight_dtype="bf16", matmul="nvmath"
-    )
+    bad = check.check_gpu(graph, schedule, plan, **kw)
     assert bad.rounding_excess > 1.5 and not bad.ok, bad.summary()
