@@ -319,23 +319,99 @@ def summary(junits: list[Path], table: Path) -> list[str]:
     return out
 
 
-#: The timing cases: label, layer, batch sizes, weight type.
-GDN_BATCHES = (1, 4, 16, 64)
+#: The timing cases, each run in its own process (a kernel fault or hang at a 27B shape the
+#: tests do not run loses that case only): key → (label, layer, batch, weight type).
+TIMING_CASES = {
+    "gdn-1": ("27B GDN decode B=1", "gdn", 1, "bf16"),
+    "gdn-4": ("27B GDN decode B=4", "gdn", 4, "bf16"),
+    "gdn-16": ("27B GDN decode B=16", "gdn", 16, "bf16"),
+    "gdn-64": ("27B GDN decode B=64", "gdn", 64, "bf16"),
+    "stack-1": ("27B 4-layer stack B=1", "stack", 1, "f16"),
+}
+#: The cases whose CUPTI timelines and kernel tables are recorded (again one process each).
+KERNEL_CASES = ("gdn-1", "stack-1")
+CHILD_TIMEOUT_S = 150.0
 
 
-def timing(work: Path, recap: Recap, rounds: int, replays: int) -> None:
-    """Replay timings (alternating rounds) and the CUPTI kernel tables, into `recap` and
-    work/timing.txt; each case's failure is one line, never the end of the step."""
-    from concurrency.execute.gpu.bench import compare_streams
+def _case_graph(key: str):  # type: ignore[no-untyped-def]
     from concurrency.graph.builders import build_graph
     from concurrency.graph.config import get_config
 
+    label, layer, batch, wd = TIMING_CASES[key]
     cfg = get_config("qwen3.5-27b")
-    stack = build_graph(cfg.replace(n_vocab=256), "stack", "decode", 1, layers=4)
-    cases = [
-        (f"27B GDN decode B={b}", build_graph(cfg, "gdn", "decode", b), "bf16") for b in GDN_BATCHES
+    if layer == "stack":
+        return label, build_graph(cfg.replace(n_vocab=256), "stack", "decode", batch, layers=4), wd
+    return label, build_graph(cfg, layer, "decode", batch), wd
+
+
+def timing_line(key: str, rounds: int, replays: int) -> str:
+    """One row of the timing table: case `key` timed one stream vs streams (alternating)."""
+    from concurrency.execute.gpu.bench import compare_streams
+
+    label, graph, wd = _case_graph(key)
+    one, multi = compare_streams(
+        graph, weight_dtype=wd, rounds=rounds, replays=replays, label=label
+    )
+    best = min(one.median_us, multi.median_us)
+    return (
+        f"  {label:<24} {wd:>4} {one.median_us:>8.1f} {one.p10_us:>6.1f}–{one.p90_us:<6.1f} "
+        f"{multi.median_us:>8.1f} {multi.p10_us:>6.1f}–{multi.p90_us:<6.1f} {multi.streams:>2} "
+        f"{one.median_us / multi.median_us:>6.3f} {one.floor_us:>7.1f} {best / one.floor_us:>7.2f}"
+    )
+
+
+def _child(kind: str, key: str, work: Path, rounds: int, replays: int, stop_at: float) -> list[str]:
+    """Run one timing or kernel-table case in a child process; its lines, or why there are none."""
+    out = work / f"{kind}-{key}.txt"
+    log = work / f"{kind}-{key}.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "concurrency.execute.gpu.selfcheck",
+        "--child",
+        f"{kind}:{key}",
+        "--work",
+        str(work),
+        "--rounds",
+        str(rounds),
+        "--replays",
+        str(replays),
     ]
-    cases.append(("27B 4-layer stack B=1", stack, "f16"))
+    timeout = max(30.0, min(CHILD_TIMEOUT_S, stop_at - time.perf_counter()))
+    label = TIMING_CASES[key][0]
+    t0 = time.perf_counter()
+    with log.open("w") as f:
+        try:
+            code = subprocess.run(
+                cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = -1
+    lines = out.read_text().splitlines() if out.is_file() else []
+    print(f"  {kind} {label}: exit {code}, {time.perf_counter() - t0:.0f} s", flush=True)
+    if code != 0 or not lines:
+        logged = log.read_text(errors="replace").strip().splitlines()
+        tail = " | ".join(logged[-1:] + logged[-4:-1])  # the error line first, then its context
+        why = "timeout" if code == -1 else f"exit {code}"
+        lines.append(f"  {label:<24} {kind} FAILED ({why}): {tail[:220]}")
+    return lines
+
+
+def run_child(spec: str, work: Path, rounds: int, replays: int) -> int:
+    """The child side of `_child`: write the case's lines to work/<kind>-<key>.txt."""
+    kind, key = spec.split(":", 1)
+    if kind == "timing":
+        lines = [timing_line(key, rounds, replays)]
+    else:
+        label, graph, wd = _case_graph(key)
+        lines = kernel_tables(work, label, graph, wd)
+    (work / f"{kind}-{key}.txt").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+def timing(work: Path, recap: Recap, rounds: int, replays: int, stop_at: float) -> None:
+    """Replay timings (alternating rounds) and the CUPTI kernel tables, each case in its own
+    process, into `recap` and work/timing.txt."""
     lines = [
         f"== timing: CUDA-graph replays (CUDA events), one stream vs the schedule's streams, "
         f"{rounds} alternating rounds × {replays}; medians, µs",
@@ -343,39 +419,18 @@ def timing(work: Path, recap: Recap, rounds: int, replays: int) -> None:
         f"{'st':>2} {'one/mu':>6} {'floor':>7} {'best×fl':>7}",
     ]
     print(lines[0], flush=True)
-    for label, graph, wd in cases:
-        t0 = time.perf_counter()
-        try:
-            one, multi = compare_streams(
-                graph, weight_dtype=wd, rounds=rounds, replays=replays, label=label
-            )
-        except Exception as exc:
-            line = f"  {label:<24} {wd:>4} FAILED: {_one_line(exc)}"
-        else:
-            best = min(one.median_us, multi.median_us)
-            line = (
-                f"  {label:<24} {wd:>4} {one.median_us:>8.1f} "
-                f"{one.p10_us:>6.1f}–{one.p90_us:<6.1f} {multi.median_us:>8.1f} "
-                f"{multi.p10_us:>6.1f}–{multi.p90_us:<6.1f} {multi.streams:>2} "
-                f"{one.median_us / multi.median_us:>6.3f} {one.floor_us:>7.1f} "
-                f"{best / one.floor_us:>7.2f}"
-            )
-        print(f"{line}   ({time.perf_counter() - t0:.0f} s)", flush=True)
-        lines.append(line)
+    for key in TIMING_CASES:
+        lines += _child("timing", key, work, rounds, replays, stop_at)
+        print(lines[-1], flush=True)
     lines.append(
         "  goals: GDN B=1 ≤ 73 µs (1.3× its floor); stack below llama.cpp's 1107 µs/step (same "
         "widths, f16, 4 layers; gdn-reference §6.3)"
     )
     recap.timing = lines
-    with contextlib.suppress(OSError), (work / "timing.txt").open("w") as f:
-        f.write("\n".join(lines) + "\n")
-    for label, graph, wd in (cases[0], cases[-1]):
-        try:
-            recap.kernels += kernel_tables(work, label, graph, wd)
-        except Exception as exc:
-            recap.kernels.append(f"  CUPTI {label}: FAILED: {_one_line(exc)}")
-    with contextlib.suppress(OSError), (work / "timing.txt").open("a") as f:
-        f.write("\n".join(recap.kernels) + "\n")
+    for key in KERNEL_CASES:
+        recap.kernels += _child("kernels", key, work, rounds, replays, stop_at)
+    with contextlib.suppress(OSError):
+        (work / "timing.txt").write_text("\n".join(lines + recap.kernels) + "\n")
 
 
 def kernel_tables(work: Path, label: str, graph, weight_dtype: str, top: int = 15) -> list[str]:  # type: ignore[no-untyped-def]
@@ -454,7 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--timing-reserve-s", type=float, default=150.0)
     ap.add_argument("-k", default=None, help="pytest -k expression")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:  # one timing or kernel-table case (timing() starts these)
+        return run_child(args.child, Path(args.work), args.rounds, args.replays)
     t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -474,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                 tests = args.tests if args.tests is not None else default_tests()
                 ok &= run_tests(work, tests, ["-k", args.k] if args.k else [], recap, stop_at)
             elif step == "timing" and not args.no_timing:
-                timing(work, recap, args.rounds, args.replays)
+                timing(work, recap, args.rounds, args.replays, t_start + args.budget_s + 60.0)
         except Exception as exc:
             ok = False
             print(f"== {step} FAILED", flush=True)
