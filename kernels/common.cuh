@@ -115,6 +115,10 @@ __device__ __forceinline__ i64 wrap_index(i64 i, i64 n) {
     return r < 0 ? r + n : r;
 }
 
+// A coordinate of a broadcast operand (ggml_repeat: i mod n) without a 64-bit division in the
+// common cases: an extent of 1 (broadcast) or a coordinate already in range (same shape).
+__device__ __forceinline__ i64 bcast(i64 i, i64 n) { return n == 1 ? 0 : i < n ? i : i % n; }
+
 // ---------------------------------------------------------------- tensor descriptor
 struct Ten {
     char* p;
