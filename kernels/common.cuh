@@ -115,6 +115,10 @@ __device__ __forceinline__ i64 wrap_index(i64 i, i64 n) {
     return r < 0 ? r + n : r;
 }
 
+// A coordinate of a broadcast operand (ggml_repeat: i mod n) without a 64-bit division in the
+// common cases: an extent of 1 (broadcast) or a coordinate already in range (same shape).
+__device__ __forceinline__ i64 bcast(i64 i, i64 n) { return n == 1 ? 0 : i < n ? i : i % n; }
+
 // ---------------------------------------------------------------- tensor descriptor
 struct Ten {
     char* p;
@@ -134,8 +138,21 @@ struct Ten {
         i64 x##_b2, i64 x##_b3
 #define MKTEN(x) Ten{x##_p, {x##_n0, x##_n1, x##_n2, x##_n3}, {x##_b0, x##_b1, x##_b2, x##_b3}}
 
-// Linear element index (ggml order, ne0 fastest) to its four coordinates.
+// Linear element index (ggml order, ne0 fastest) to its four coordinates. 64-bit division is a
+// long software sequence on the GPU: below 2^32 elements the 32-bit one does the same.
 __device__ __forceinline__ void unravel(i64 i, const i64* n, i64& i0, i64& i1, i64& i2, i64& i3) {
+    if ((u64)i < 0xffffffffull && (u64)n[0] < 0xffffffffull && (u64)n[1] < 0xffffffffull &&
+        (u64)n[2] < 0xffffffffull) {
+        const u32 a = (u32)i, n0 = (u32)n[0], n1 = (u32)n[1], n2 = (u32)n[2];
+        u32 r = a / n0;
+        i0 = a - r * n0;
+        u32 q = r / n1;
+        i1 = r - q * n1;
+        r = q / n2;
+        i2 = q - r * n2;
+        i3 = r;
+        return;
+    }
     i0 = i % n[0];
     i64 r = i / n[0];
     i1 = r % n[1];
@@ -146,6 +163,46 @@ __device__ __forceinline__ void unravel(i64 i, const i64* n, i64& i0, i64& i1, i
 
 __device__ __forceinline__ i64 global_thread() { return (i64)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ i64 grid_threads() { return (i64)gridDim.x * blockDim.x; }
+
+// ---------------------------------------------------------------- 16-byte loads and stores
+struct alignas(16) U4 {
+    u32 a, b, c, d;
+};
+struct alignas(16) F4 {
+    float x, y, z, w;
+};
+
+// 16 bytes of read-only data through the non-coherent (texture) path, kept in L1: activations
+// that every warp of a block reads. `p` must be 16-byte aligned.
+__device__ __forceinline__ U4 ld_ro16(const void* p) {
+#ifdef __CUDA_ARCH__
+    U4 r;
+    asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.a), "=r"(r.b), "=r"(r.c), "=r"(r.d)
+        : "l"(p));
+    return r;
+#else
+    return *(const U4*)p;
+#endif
+}
+// 16 bytes read exactly once (weights, copy sources): not allocated in L1, so they never evict
+// the data a block reuses. `p` must be 16-byte aligned.
+__device__ __forceinline__ U4 ld_stream16(const void* p) {
+#ifdef __CUDA_ARCH__
+    U4 r;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.a), "=r"(r.b), "=r"(r.c), "=r"(r.d)
+        : "l"(p));
+    return r;
+#else
+    return *(const U4*)p;
+#endif
+}
+__device__ __forceinline__ F4 as_f4(const U4& u) {
+    return F4{__uint_as_float(u.a), __uint_as_float(u.b), __uint_as_float(u.c),
+              __uint_as_float(u.d)};
+}
+__device__ __forceinline__ void st16(void* p, const U4& v) { *(U4*)p = v; }
 
 // ---------------------------------------------------------------- reductions
 __device__ __forceinline__ float warp_sum(float v) {

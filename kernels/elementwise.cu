@@ -37,7 +37,7 @@ __device__ void binary_body(const Ten d, const Ten a, const Ten b) {
         unravel(i, d.n, i0, i1, i2, i3);
         const float x = load_f<DT_F32>(a.at(i0, i1, i2, i3));
         const float y = load_f<DT_F32>(
-            b.at(i0 % b.n[0], i1 % b.n[1], i2 % b.n[2], i3 % b.n[3]));
+            b.at(bcast(i0, b.n[0]), bcast(i1, b.n[1]), bcast(i2, b.n[2]), bcast(i3, b.n[3])));
         store_f<DT_F32>(d.at(i0, i1, i2, i3), binop<OP>(x, y));
     }
 }
@@ -119,7 +119,8 @@ extern "C" __global__ void repeat_4b(TEN(d), TEN(a)) {
         i64 i0, i1, i2, i3;
         unravel(i, D.n, i0, i1, i2, i3);
         *(u32*)D.at(i0, i1, i2, i3) =
-            *(const u32*)A.at(i0 % A.n[0], i1 % A.n[1], i2 % A.n[2], i3 % A.n[3]);
+            *(const u32*)A.at(bcast(i0, A.n[0]), bcast(i1, A.n[1]), bcast(i2, A.n[2]),
+                              bcast(i3, A.n[3]));
     }
 }
 
@@ -134,8 +135,10 @@ extern "C" __global__ void gdn_gates_f32(TEN(beta_out), TEN(g_out), TEN(b), TEN(
         i64 i0, i1, i2, i3;
         unravel(i, GO.n, i0, i1, i2, i3);
         const float x = load_f<DT_F32>(A.at(i0, i1, i2, i3)) +
-                        load_f<DT_F32>(DB.at(i0 % DB.n[0], i1 % DB.n[1], i2 % DB.n[2], i3 % DB.n[3]));
-        const float s = load_f<DT_F32>(SA.at(i0 % SA.n[0], i1 % SA.n[1], i2 % SA.n[2], i3 % SA.n[3]));
+                        load_f<DT_F32>(DB.at(bcast(i0, DB.n[0]), bcast(i1, DB.n[1]),
+                                             bcast(i2, DB.n[2]), bcast(i3, DB.n[3])));
+        const float s = load_f<DT_F32>(SA.at(bcast(i0, SA.n[0]), bcast(i1, SA.n[1]),
+                                             bcast(i2, SA.n[2]), bcast(i3, SA.n[3])));
         store_f<DT_F32>(GO.at(i0, i1, i2, i3), s * softplus_f(x));
         store_f<DT_F32>(BO.at(i0, i1, i2, i3), sigmoid_f(load_f<DT_F32>(B.at(i0, i1, i2, i3))));
     }

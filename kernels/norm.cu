@@ -11,7 +11,8 @@
 // w [ne0] (broadcast over rows; w.ne[0] must equal ne0). Byte strides, any views.
 //
 // Launch: one block per row, grid.x = ne1·ne2·ne3 (rows; at most 2^31−1), blockDim.x a multiple
-// of 32 in [32, 1024] (the executor picks min(1024, 32·ceil(ne0/32)) capped at 256). In place
+// of 32 in [32, 1024] (the executor picks 32·ceil(ne0/32), capped at 1024 below 264 rows — a
+// decode step's few long rows — and at 256 above). In place
 // (dst on x's bytes, same layout) is safe: the sum is reduced before any thread writes, and each
 // thread writes only the elements it read.
 #include "common.cuh"

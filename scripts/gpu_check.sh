@@ -4,8 +4,10 @@
 # kernel, the GPU tests with a results table, a replay-timing smoke, a CUPTI timeline).
 #   carry .whl/ (nvmath-python, cupti-python, pytest and its deps; fallback/ holds cuda-core,
 #   cuda-pathfinder and cuda-bindings, installed only when the machine lacks them).
-#   bash scripts/gpu_check.sh [--no-timing] [--replays N] [-k EXPR] [--tests FILE ...]
-# Results (JUnit XML, the measured timeline JSON) go to $OUT (default ./gpu-selfcheck).
+#   bash scripts/gpu_check.sh [--no-timing] [--rounds N] [--replays N] [-k EXPR] [--tests FILE ...]
+# Results: $OUT (default ./gpu-selfcheck) receives three files — selfcheck.tar.gz (every JUnit
+# XML, pytest log, timeline JSON and table), results.txt and timing.txt; the output ends with a
+# recap (results per test function, failures, the timing table, per-kernel CUPTI tables).
 # fla wheels are deliberately NOT installed: transformers would then run fla's Triton kernels
 # (TF32, ~1e-3) instead of its float64-capable torch functions in the comparison tests.
 set -u

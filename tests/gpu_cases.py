@@ -110,6 +110,16 @@ def report(
         record_property("worst", worst)
 
 
+def report_check(record_property: Callable[[str, object], None], check) -> None:  # type: ignore[no-untyped-def]
+    """`report` of a GpuCheck, plus its exact comparison and the casts' rounding excess."""
+    report(record_property, check.error, check.tolerance, check.worst)
+    record_property("exact_rel_error", f"{check.exact_error:.3e}")
+    record_property("exact_tolerance", f"{check.exact_tolerance:.1e}")
+    if check.rounding_error:
+        record_property("rounding_excess", f"{check.rounding_excess:.3f}")
+        record_property("rounding_error", f"{check.rounding_error:.3e}")
+
+
 def fused(lp, kernel: str, source: str, at: str, tensors: list[str], scalars=(), skip=()):  # type: ignore[no-untyped-def]
     """`lp` with node `at` running one fused kernel over `tensors` (+ scalar args) and the nodes
     in `skip` launching nothing: how the fused kernels (not yet chosen by the lowering, which

@@ -405,3 +405,42 @@ def test_chunked_and_recurrent_forms_agree(n_tok: int) -> None:
     assert np.all(np.isfinite(o2)) and np.all(np.isfinite(s2))
     assert np.max(np.abs(o1 - o2)) < 1e-10 * max(1.0, np.max(np.abs(o1)))
     assert np.max(np.abs(s1 - s2)) < 1e-10 * max(1.0, np.max(np.abs(s1)))
+
+
+def test_reference_rounds_the_sources_it_is_told_to() -> None:
+    """round_sources applies to the named source of a node before the op: the result is the op
+    of the rounded input; unknown nodes and sources are errors."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(1, 1, 3, 8))  # ne (k=8, m=3)
+    b = rng.normal(size=(1, 1, 5, 8))  # ne (k=8, n=5)
+    ctx = GraphContext()
+    mm = ctx.mul_mat(
+        ctx.leaf("a", "f32", (8, 3), TensorKind.WEIGHT),
+        ctx.leaf("b", "f32", (8, 5), TensorKind.INPUT),
+        base="mm",
+    )
+    ctx.set_output(mm)
+    ctx.expand(mm)
+    graph = ctx.finish(_tiny_meta(), None)
+    seen = []
+
+    def coarse(x: np.ndarray) -> np.ndarray:
+        seen.append(x.copy())
+        return np.round(x * 4.0) / 4.0
+
+    values = {"a": a, "b": b}
+    got = reference_run(graph, values, round_sources={mm: {1: coarse}})
+    np.testing.assert_array_equal(seen[0].reshape(b.shape), b)
+    want = (np.round(b * 4.0) / 4.0)[0, 0] @ a[0, 0].T
+    np.testing.assert_allclose(got[mm].reshape(want.shape), want, rtol=1e-12)
+    weights = reference_run(graph, values, round_sources={mm: {0: coarse}})
+    want = b[0, 0] @ (np.round(a * 4.0) / 4.0)[0, 0].T
+    np.testing.assert_allclose(weights[mm].reshape(want.shape), want, rtol=1e-12)
+    exact = reference_run(graph, values)
+    assert not np.allclose(exact[mm], got[mm])
+    forced = reference_run(graph, values, force_results={mm: lambda r: r * 0.0 + 7.0})
+    assert np.all(forced[mm] == 7.0)
+    with pytest.raises(LaceError, match="name unknown nodes"):
+        reference_run(graph, values, round_sources={"nope": {1: coarse}})
+    with pytest.raises(LaceError, match="has no source 2"):
+        reference_run(graph, values, round_sources={mm: {2: coarse}})

@@ -166,6 +166,22 @@ def test_weight_casts_and_rounding() -> None:
     )
 
 
+def test_rounding_excess_accepts_round_to_nearest_only() -> None:
+    """The check on the device's activation casts: round to nearest passes (≤ 1) in both
+    types; truncation, the wrong type or a non-finite cast fails."""
+    from concurrency.execute.gpu.check import rounding_excess
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 1.0, 5000) * np.exp(rng.normal(0.0, 2.0, 5000))
+    x[:4] = [0.0, 1e-30, -3e-9, 3.0]
+    for dtype in ("f16", "bf16"):
+        assert 0.5 < rounding_excess(x, round_to(x, dtype), dtype) <= 1.0
+    bits = (x.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    assert rounding_excess(x, from_bf16_bits(bits), "bf16") > 1.5  # truncation
+    assert rounding_excess(x, round_to(x, "bf16"), "f16") > 4.0  # bf16 where f16 was due
+    assert rounding_excess(x, np.where(x > 2.0, np.inf, x), "bf16") == np.inf
+
+
 def test_bf16_rounding_is_to_nearest_even() -> None:
     x = np.array(
         [1.0, 1.0 + 2**-8, 1.0 + 3 * 2**-8, 1.0 + 2**-7, -2.5, np.inf, np.nan], dtype=np.float32
@@ -309,31 +325,143 @@ def test_kernel_launch_values_are_plain() -> None:
                 assert all(g >= 1 for g in launch.grid)
 
 
-def test_selfcheck_targets_and_summary(tmp_path, capsys) -> None:
+def test_selfcheck_targets_and_summary(tmp_path) -> None:
     """The device script's pure parts: kernel and layer tests split per function (a faulting
-    kernel cannot take the other tests down), JUnit results summarised per test function."""
+    kernel cannot take the other tests down), JUnit results summarised per test function with
+    the exact-activation errors in the table, failures capped in the recap."""
     from concurrency.execute.gpu import selfcheck
 
     targets = selfcheck.test_targets(selfcheck.default_tests())
     assert "tests/test_gpu_kernels.py::test_gated_delta_rule" in targets
     assert "tests/test_gpu_layers.py::test_layer_every_safe_policy_eager_and_graph" in targets
+    assert "tests/test_gpu_layers.py::test_engine_flow_offsets_on_the_gpu" in targets
     assert "tests/test_gpu_transformers.py" in targets
     assert not any("test_gpu_launch" in t for t in targets)
     junit = tmp_path / "j.xml"
-    junit.write_text(
-        '<testsuites><testsuite name="pytest">'
+    cases = [
         '<testcase classname="tests.test_gpu_layers" name="test_x[a]"><properties>'
         '<property name="max_rel_error" value="2.000e-06"/>'
         '<property name="tolerance" value="1e-05"/>'
         "</properties></testcase>"
-        '<testcase classname="tests.test_gpu_layers" name="test_x[b]"><properties>'
-        '<property name="max_rel_error" value="3.000e-02"/>'
-        '<property name="tolerance" value="1e-05"/>'
-        '</properties><failure message="assert 0.03 &lt;= 1e-05">trace</failure></testcase>'
-        "</testsuite></testsuites>"
+    ]
+    for i in range(selfcheck.RECAP_FAILURES + 2):
+        cases.append(
+            f'<testcase classname="tests.test_gpu_layers" name="test_x[b{i}]"><properties>'
+            '<property name="max_rel_error" value="3.000e-02"/>'
+            '<property name="tolerance" value="1e-05"/>'
+            '<property name="exact_rel_error" value="4.000e-02"/>'
+            '<property name="exact_tolerance" value="1.0e-02"/>'
+            '</properties><failure message="assert 0.03 &lt;= 1e-05">trace</failure></testcase>'
+        )
+    junit.write_text(
+        f'<testsuites><testsuite name="pytest">{"".join(cases)}</testsuite></testsuites>'
     )
-    selfcheck.summary([junit], tmp_path / "table.txt")
-    out = capsys.readouterr().out
-    assert "FAIL:1 pass:1" in out and "3.000e-02 (tol 1e-05) [b]" in out
-    assert "FAIL layers::test_x[b] err=3.000e-02 assert 0.03 <= 1e-05" in out
-    assert (tmp_path / "table.txt").read_text().count("\n") == 2
+    lines = selfcheck.summary([junit], tmp_path / "table.txt")
+    text = "\n".join(lines)
+    assert "FAIL:17 pass:1" in text and "3.000e-02 (tol 1e-05) [b" in text
+    assert "FAIL layers::test_x[b0] err=3.000e-02 exact=4.000e-02 assert 0.03 <= 1e-05" in text
+    assert sum(line.startswith("  FAIL") for line in lines) == selfcheck.RECAP_FAILURES
+    assert "2 more failures in results.txt" in lines[-1]
+    table = (tmp_path / "table.txt").read_text().splitlines()
+    assert len(table) == 1 + 1 + selfcheck.RECAP_FAILURES + 2
+    assert "4.000e-02" in table[2] and "1.0e-02" in table[2]
+
+
+def test_selfcheck_packs_one_archive(tmp_path, capsys) -> None:
+    """Without a GPU the self-check still ends with its recap and one archive of every file
+    (the work folder's JUnit and logs), results.txt beside it."""
+    from concurrency.execute.gpu import selfcheck
+
+    work = tmp_path / "work"
+    (work / "deep").mkdir(parents=True)
+    (work / "results.txt").write_text("table\n")
+    (work / "deep" / "pytest-00.log").write_text("log\n")
+    out = tmp_path / "out"
+    code = selfcheck.main(["--out", str(out), "--work", str(work), "--no-tests", "--no-timing"])
+    printed = capsys.readouterr().out
+    assert "== recap" in printed and "files:" in printed.splitlines()[-1]
+    assert sorted(p.name for p in out.iterdir()) == ["results.txt", "selfcheck.tar.gz"]
+    import tarfile
+
+    with tarfile.open(out / "selfcheck.tar.gz") as tar:
+        names = tar.getnames()
+    assert "selfcheck/deep/pytest-00.log" in names and "selfcheck/results.txt" in names
+    assert code in (0, 1)  # 1 where no GPU compiles the kernels
+
+
+def test_node_bytes_count_what_each_node_moves() -> None:
+    """The per-kernel table's byte counts on Qwen3.5-27B's GDN decode layer (bf16 weights):
+    a state gather moves one 3 MiB row each way (not the cells tensor), a projection its weight
+    once plus x and its result, the state write-back a copy, views nothing."""
+    from concurrency.execute.gpu.bench import node_bytes, timed_plan
+    from concurrency.graph.builders import build_graph
+    from concurrency.graph.config import get_config
+
+    graph = build_graph(get_config("qwen3.5-27b"), "gdn", "decode", 1)
+    lp = timed_plan(graph, "one", "happens_before", "bf16")
+    moved = {n.node: node_bytes(lp, n.index) for n in lp.nodes}
+    state = 128 * 128 * 48 * 4
+    assert moved["ssm_states-0"] == 2 * state + 4  # + the i32 row index
+    assert moved["ssm_state_write-0"] == 2 * state
+    assert moved["qkv-0"] == 5120 * 10240 * 2 + 5120 * 4 + 10240 * 4
+    assert moved["beta_proj-0"] == 5120 * 48 * 2 + 5120 * 4 + 48 * 4
+    assert all(moved[n.node] == 0 for n in lp.nodes if not n.launches)
+    weights = sum(spec.nbytes for spec in lp.buffers.values() if spec.kind == "weight")
+    assert weights < sum(moved.values()) < weights + 12 * state
+
+
+def test_attention_splits_keys_only_when_blocks_are_few() -> None:
+    """Flash-decoding: a decode step's 24 heads split 256 keys into 8 spans (a partial kernel
+    writing the scratch, then the combine); a prompt of 65 tokens has blocks enough (one
+    kernel); 48 keys are too few to split."""
+    from concurrency.execute.gpu.lowering import attention_splits
+    from concurrency.graph.builders import build_graph
+    from concurrency.graph.config import get_config
+
+    assert attention_splits(24, 256) == 8
+    assert attention_splits(65 * 24, 256) == 1
+    assert attention_splits(42, 48) == 1
+    assert attention_splits(6, 512) == 16
+    cfg = get_config("qwen3.5-27b").replace(n_vocab=256)
+    graph = build_graph(cfg, "stack", "decode", 1, layers=4)
+    schedule, plan = planned(graph, "happens_before")
+    lp = build_launch_plan(graph, schedule, plan, weight_dtype="f16")
+    (node,) = [n for n in lp.nodes if n.op == "FLASH_ATTN_EXT"]
+    partial, combine = node.launches
+    assert isinstance(partial, KernelLaunch) and isinstance(combine, KernelLaunch)
+    assert partial.grid == (1, 24, 8) and combine.grid == (1, 24, 1)
+    assert combine.kernel == "flash_attn_combine_f32"
+    part = [v for k, v in partial.args if k == "ptr"][-1]
+    assert part.buffer == SCRATCH and part == [v for k, v in combine.args if k == "ptr"][-1]
+
+
+def test_gemv_launch_fills_the_gpu_for_thin_and_wide_outputs() -> None:
+    """mul_mat_vec16's grid and team width: the 48-row β projection takes whole blocks per row
+    pair (24 blocks of 8 warps splitting K), the 10240-row qkv projection two warps per team
+    (1280 blocks), a short K never more warps than it has 16-byte pieces."""
+    from concurrency.execute.gpu.launch import Ptr, TensorRef
+    from concurrency.execute.gpu.lowering import gemv16_launch
+
+    def weight(k: int, dtype: str) -> TensorRef:
+        es = STORAGE_BYTES[dtype]
+        return TensorRef("w", Ptr("weight:w", 0), (k, 1, 1, 1), (es, es * k, 0, 0), dtype)
+
+    def shape(launch):  # (kernel, grid.x, wpr)
+        return launch.kernel, launch.grid[0], launch.args[-1][1]
+
+    assert shape(gemv16_launch(weight(5120, "bf16"), 48, 1, ())) == (
+        "mul_mat_vec16_bf16_c1",
+        24,
+        8,
+    )
+    assert shape(gemv16_launch(weight(5120, "bf16"), 10240, 1, ())) == (
+        "mul_mat_vec16_bf16_c1",
+        1280,
+        2,
+    )
+    assert shape(gemv16_launch(weight(5120, "f16"), 17408, 4, ())) == (
+        "mul_mat_vec16_f16_c4",
+        1088,
+        1,
+    )
+    assert shape(gemv16_launch(weight(64, "f32"), 96, 3, ())) == ("mul_mat_vec16_f32_c4", 6, 1)

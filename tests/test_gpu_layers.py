@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gpu_cases import layer_graph, planned, report
+from gpu_cases import layer_graph, planned, report, report_check
 
 from concurrency.execute.gpu import (
+    Ptr,
     build_launch_plan,
     check_gpu,
     reference_inputs,
     run_gpu,
     tolerance,
 )
+from concurrency.execute.gpu.launch import ARENA
 from concurrency.execute.numpy_arena import reference_run
 from concurrency.graph.branches import detect_branches
-from concurrency.graph.schedule import stream_schedule
-from concurrency.memory.engine_flow import engine_flow_plan
-from concurrency.memory.policies import SAFE_POLICIES
+from concurrency.graph.schedule import serial_schedule, stream_schedule
+from concurrency.memory.check import check_plan
+from concurrency.memory.engine_flow import EngineFlow
+from concurrency.memory.policies import SAFE_POLICIES, plan_memory
 
 pytestmark = pytest.mark.gpu
 
@@ -78,8 +81,8 @@ def test_layer_half_precision_weights(case, weight_dtype: str, record_property) 
     graph = layer_graph(model, layer, mode, batch, tokens)
     schedule, plan = planned(graph, "happens_before")
     check = check_gpu(graph, schedule, plan, weight_dtype=weight_dtype, launch="graph", seed=2)
-    report(record_property, check.error, check.tolerance, check.worst)
-    assert check.ok, dict(check.errors)
+    report_check(record_property, check)
+    assert check.ok, check.summary()
 
 
 EXTRA = [
@@ -116,16 +119,44 @@ def test_more_models_modes_and_paths(case, record_property) -> None:
     report(record_property, worst, tolerance(graph, "f32"))
 
 
-def test_engine_flow_offsets_on_the_gpu(record_property) -> None:
-    """A whole-model decode graph with the offsets the engine replays from its reserve plans."""
+#: (policy, schedule, replayed): the engine's rule for a decode step of the tiny model. The
+#: replayed policies run the pp512 reserve plan's offsets (ggml-alloc's stored slots, by node
+#: index) that the hazard checker finds safe under that schedule; happens_before's stored plan
+#: is for the reserve graph's schedule, so the decode step is re-planned.
+ENGINE_CASES = [
+    ("alloc_dep", "multi", True),
+    ("no_reuse", "multi", True),
+    ("sequential", "serial", True),
+    ("happens_before", "multi", False),
+]
+
+
+@pytest.mark.parametrize("policy,streams,replayed", ENGINE_CASES, ids=lambda c: str(c))
+def test_engine_flow_offsets_on_the_gpu(policy, streams, replayed, record_property) -> None:
+    """A whole-model decode graph (every layer of the tiny model, embeddings to logits) run in
+    the arena the engine flow gives it: the launch plan addresses every planned tensor at the
+    flow's offset, in a buffer of the flow's size, and the GPU matches the reference."""
     graph = layer_graph("tiny", "stack", "decode", 2)
+    assert graph.config is not None and graph.meta.n_layers == graph.config.n_layer
     report_ = detect_branches(graph)
-    schedule = stream_schedule(graph, report_)
-    flow = engine_flow_plan(graph, schedule, report_, "happens_before", 128)
-    assert flow.replayed
+    schedule = stream_schedule(graph, report_) if streams == "multi" else serial_schedule(graph)
+    flow = EngineFlow.for_graph(graph).plan(graph, schedule, report_, policy, 128)
+    assert flow.replayed == replayed, flow.source
+    assert check_plan(flow.plan, schedule).ok
+    lp = build_launch_plan(graph, schedule, flow.plan)
+    assert lp.buffers[ARENA].nbytes == flow.buffer_bytes == flow.plan.arena_bytes
+    fresh = plan_memory(graph, schedule, report_, policy, 128)
+    moved = 0
+    for name in graph.planned:
+        if name in lp.tensors:
+            offset = flow.plan.address(graph, name)
+            assert lp.tensors[name].ptr == Ptr(ARENA, offset), name
+            moved += offset != fresh.address(graph, name)
+    if replayed:  # the reserve plan's offsets, not the ones a fresh plan would give
+        assert moved > 0
     check = check_gpu(graph, schedule, flow.plan, launch="graph", seed=4)
-    report(record_property, check.error, check.tolerance, check.worst)
-    assert check.ok, dict(check.errors)
+    report_check(record_property, check)
+    assert check.ok, check.summary()
 
 
 def test_graph_replays_are_identical(record_property) -> None:

@@ -6,6 +6,7 @@ layer on the multi-stream schedule, compared with the float64 reference. Skipped
 
 from __future__ import annotations
 
+import itertools
 import sys
 
 import numpy as np
@@ -91,3 +92,9 @@ def test_measured_timeline_mapping(launch, monkeypatch) -> None:
         span = timeline.span(node.node)
         assert span.stream == node.stream and span.kernel == node.launches[0].kernel
     assert timeline.meta.launch == launch and timeline.meta.device == "emulated"
+    from concurrency.execute.gpu.bench import kernel_table
+
+    rows = kernel_table(lp, timeline)
+    assert sorted(r.node for r in rows) == sorted(s.node for s in timeline.spans)
+    assert all(a.duration_us >= b.duration_us for a, b in itertools.pairwise(rows))
+    assert all(r.bytes_moved > 0 and r.gb_per_s > 0 for r in rows)

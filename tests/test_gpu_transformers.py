@@ -90,6 +90,39 @@ def _compare(record_property, lace: np.ndarray, hf: np.ndarray, tol: float, labe
     assert err <= tol, f"{label}: LACE vs transformers {err:.2e} > {tol}"
 
 
+def _gdn_state_dict(values) -> dict[str, np.ndarray]:
+    """transformers' Qwen3_5GatedDeltaNet parameters from LACE's weights (module doc)."""
+    return {
+        "in_proj_qkv.weight": _weight(values, "blk.0.attn_qkv.weight"),
+        "in_proj_z.weight": _weight(values, "blk.0.attn_gate.weight"),
+        "in_proj_b.weight": _weight(values, "blk.0.ssm_beta.weight"),
+        "in_proj_a.weight": _weight(values, "blk.0.ssm_alpha.weight"),
+        "conv1d.weight": _weight(values, "blk.0.ssm_conv1d.weight"),  # [C, W] → [C, 1, W]
+        "A_log": np.log(-_weight(values, "blk.0.ssm_a")),
+        "dt_bias": _weight(values, "blk.0.ssm_dt.bias"),
+        "norm.weight": _weight(values, "blk.0.ssm_norm.weight"),
+        "out_proj.weight": _weight(values, "blk.0.ssm_out.weight"),
+    }
+
+
+def _load(torch, module, state: dict[str, np.ndarray]) -> None:
+    """Copy every value into the module's parameter of that name, in the parameter's shape
+    (LACE's leaves arrive in ggml's 4-D NumPy order: reshape, never broadcast)."""
+    for name, value in state.items():
+        param = module.get_parameter(name)
+        if value.size != param.numel():
+            raise AssertionError(f"{name}: {value.shape} does not fill {tuple(param.shape)}")
+        param.copy_(torch.tensor(value.reshape(tuple(param.shape)), dtype=param.dtype))
+
+
+def _gdn_module(torch, modeling, values):
+    config = _hf_config("gdn")
+    module = modeling.Qwen3_5GatedDeltaNet(config, layer_idx=0).to("cuda", torch.float64)
+    with torch.no_grad():
+        _load(torch, module, _gdn_state_dict(values))
+    return config, module
+
+
 @pytest.mark.parametrize("tokens", [12, 65])
 def test_gdn_layer_matches_transformers(tokens: int, record_property) -> None:
     torch = _torch()
@@ -98,24 +131,8 @@ def test_gdn_layer_matches_transformers(tokens: int, record_property) -> None:
     schedule, plan = planned(graph, "happens_before")
     values = reference_inputs(graph, seed=11)
     lace = run_gpu(build_launch_plan(graph, schedule, plan), values, "graph")["attn_residual-0"]
-
-    config = _hf_config("gdn")
-    module = modeling.Qwen3_5GatedDeltaNet(config, layer_idx=0).to("cuda", torch.float64)
-    sd = {
-        "in_proj_qkv.weight": _weight(values, "blk.0.attn_qkv.weight"),
-        "in_proj_z.weight": _weight(values, "blk.0.attn_gate.weight"),
-        "in_proj_b.weight": _weight(values, "blk.0.ssm_beta.weight"),
-        "in_proj_a.weight": _weight(values, "blk.0.ssm_alpha.weight"),
-        "conv1d.weight": _weight(values, "blk.0.ssm_conv1d.weight")[:, None, :],
-        "A_log": np.log(-_weight(values, "blk.0.ssm_a").reshape(-1)),
-        "dt_bias": _weight(values, "blk.0.ssm_dt.bias").reshape(-1),
-        "norm.weight": _weight(values, "blk.0.ssm_norm.weight").reshape(-1),
-        "out_proj.weight": _weight(values, "blk.0.ssm_out.weight"),
-    }
+    config, module = _gdn_module(torch, modeling, values)
     with torch.no_grad():
-        for name, value in sd.items():
-            param = module.get_parameter(name)
-            param.copy_(torch.tensor(value.reshape(param.shape), dtype=torch.float64))
         x, h = _layer_input(torch, values, config.hidden_size)
         hf = (x + module(h[None])[0]).cpu().numpy()
     _compare(record_property, lace, hf, HF_TOL_GDN, f"gdn-T{tokens}")
@@ -151,9 +168,7 @@ def test_attention_layer_matches_transformers(tokens: int, record_property) -> N
         None, None
     ]
     with torch.no_grad():
-        for name, value in sd.items():
-            param = module.get_parameter(name)
-            param.copy_(torch.tensor(value.reshape(param.shape), dtype=torch.float64))
+        _load(torch, module, sd)
         x, h = _layer_input(torch, values, config.hidden_size)
         out = module(h[None], position_embeddings=(emb.cos(), emb.sin()), attention_mask=causal)[0]
         hf = (x + out[0]).cpu().numpy()
@@ -170,27 +185,8 @@ def test_numpy_reference_matches_transformers_gdn(record_property) -> None:
     graph = layer_graph("tiny", "gdn", "prefill", 1, 12)
     values = reference_inputs(graph, seed=11)
     ref = reference_run(graph, values)["attn_residual-0"]
-    config = _hf_config("gdn")
-    module = modeling.Qwen3_5GatedDeltaNet(config, layer_idx=0).to("cuda", torch.float64)
-    names = {
-        "in_proj_qkv.weight": "blk.0.attn_qkv.weight",
-        "in_proj_z.weight": "blk.0.attn_gate.weight",
-        "in_proj_b.weight": "blk.0.ssm_beta.weight",
-        "in_proj_a.weight": "blk.0.ssm_alpha.weight",
-        "out_proj.weight": "blk.0.ssm_out.weight",
-        "norm.weight": "blk.0.ssm_norm.weight",
-        "dt_bias": "blk.0.ssm_dt.bias",
-    }
+    config, module = _gdn_module(torch, modeling, values)
     with torch.no_grad():
-        for hf_name, lace_name in names.items():
-            param = module.get_parameter(hf_name)
-            param.copy_(torch.tensor(_weight(values, lace_name).reshape(param.shape)))
-        module.get_parameter("conv1d.weight").copy_(
-            torch.tensor(_weight(values, "blk.0.ssm_conv1d.weight")[:, None, :])
-        )
-        module.get_parameter("A_log").copy_(
-            torch.tensor(np.log(-_weight(values, "blk.0.ssm_a").reshape(-1)))
-        )
         x, h = _layer_input(torch, values, config.hidden_size)
         hf = (x + module(h[None])[0]).cpu().numpy()
     _compare(record_property, ref, hf, HF_TOL_GDN, "numpy-gdn-T12")

@@ -164,12 +164,28 @@ def _collect(graph: Graph, arrays: Mapping[str, Array | None], keys: Iterable[st
 
 # ---------------------------------------------------------------------------- runs
 def reference_run(
-    graph: Graph, inputs: Mapping[str, Array], *, keep: Iterable[str] = ()
+    graph: Graph,
+    inputs: Mapping[str, Array],
+    *,
+    keep: Iterable[str] = (),
+    round_sources: Mapping[str, Mapping[int, Callable[[Array], Array]]] | None = None,
+    force_results: Mapping[str, Callable[[Array], Array]] | None = None,
 ) -> dict[str, Array]:
     """Run every node in graph order in float64, each base tensor in its own array.
 
     Returns float64 copies (NumPy order) of every graph output and every state tensor
-    (caches, after their writes), plus the tensors named in `keep` (for inspection)."""
+    (caches, after their writes), plus the tensors named in `keep` (for inspection).
+    `round_sources` maps a node to {source index: rounding}, applied before it runs: the
+    reference of a device that rounds there (the GPU executor casts a cuBLASLt projection's
+    activations, source 1, to the f16/bf16 weight type, and stores K/V rows, source 0 of
+    SET_ROWS, in the f16 cache). `force_results` maps a node to a function of its computed
+    result that returns the value to keep (a device's own stored values, fed back so the
+    reference continues from exactly what the device holds)."""
+    rounding = dict(round_sources or {})
+    forcing = dict(force_results or {})
+    unknown = sorted((set(rounding) | set(forcing)) - set(graph.nodes))
+    if unknown:
+        raise LaceError(f"round_sources/force_results name unknown nodes: {unknown[:3]}")
     check_size(graph)
     bases = [n for n, t in graph.tensors.items() if t.view_src is None]
     buffers = _own_buffers(graph, bases, _REF_DTYPES)
@@ -180,7 +196,7 @@ def reference_run(
     _load_leafs(graph, arrays, inputs)
     with np.errstate(all="ignore"):
         for name in graph.nodes:
-            run_node(graph, name, arrays)
+            run_node(graph, name, arrays, rounding.get(name), forcing.get(name))
     return _collect(graph, arrays, [*_result_keys(graph), *keep])
 
 

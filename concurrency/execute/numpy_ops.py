@@ -346,11 +346,20 @@ OPS: Mapping[str, Op] = {
 }
 
 
-def run_node(graph: Graph, name: str, arrays: Mapping[str, Array | None]) -> None:
+def run_node(
+    graph: Graph,
+    name: str,
+    arrays: Mapping[str, Array | None],
+    round_sources: Mapping[int, Callable[[Array], Array]] | None = None,
+    force_result: Callable[[Array], Array] | None = None,
+) -> None:
     """Compute node `name` from its sources' current values into its own array.
 
     Views and empty tensors do nothing. The result is computed in full before it is written,
-    so an in-place op (output on its source's bytes) sees its whole source."""
+    so an in-place op (output on its source's bytes) sees its whole source. `round_sources`
+    maps a source index to a function applied to that source first (a projection's activations
+    or a cache row rounded to a narrower type, as a device that casts them does);
+    `force_result` replaces the node's result afterwards (given it, it returns what to keep)."""
     t = graph[name]
     if t.is_empty or t.op in VIEW_OPS:
         return
@@ -361,7 +370,13 @@ def run_node(graph: Graph, name: str, arrays: Mapping[str, Array | None]) -> Non
     srcs = [arrays[s] for s in t.srcs]
     if any(a is None for a in srcs):
         raise LaceError(f"node {name!r} reads an empty tensor")
+    for i, fn in (round_sources or {}).items():
+        if not 0 <= i < len(srcs):
+            raise LaceError(f"node {name!r} ({t.op}) has no source {i} to round")
+        srcs[i] = fn(np.asarray(srcs[i]))
     assert out is not None
     result = op(t, srcs, out)  # type: ignore[arg-type]
     if result is not None:
         out[...] = result
+    if force_result is not None:
+        out[...] = force_result(np.array(out))

@@ -25,6 +25,7 @@ import numpy as np
 from concurrency.execute.gpu.kernels import kernel_dir
 from concurrency.execute.gpu.launch import (
     ARENA,
+    SCRATCH,
     STORAGE_BYTES,
     KernelLaunch,
     LaunchPlan,
@@ -208,9 +209,9 @@ class EmuRun:
         d = self._view(mm.d, (mm.n, mm.m), (mm.d_row_bytes, 4), "f32")
         d[...] = (x @ w.T).astype(np.float32)
 
-    def read(self) -> dict[str, np.ndarray]:
+    def read(self, names=None) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
         out = {}
-        for name in self.lp.result_keys():
+        for name in self.lp.result_keys() if names is None else names:
             ref = self.lp.tensors.get(name)
             if ref is None:
                 out[name] = np.zeros(self.lp.graph[name].shape[::-1])
@@ -220,10 +221,22 @@ class EmuRun:
 
 
 def emu_run_gpu(
-    lp: LaunchPlan, inputs: Mapping[str, np.ndarray], launch: str = "graph", *, replays: int = 1
+    lp: LaunchPlan,
+    inputs: Mapping[str, np.ndarray],
+    launch: str = "graph",
+    *,
+    replays: int = 1,
+    activations: dict | None = None,
+    stores: dict | None = None,
 ):
     """check.run_gpu's contract, emulated on the CPU (eager and graph are the same here)."""
+    from concurrency.execute.gpu.check import activation_casts, f16_stores, read_activations
+
     run = EmuRun(lp)
     run.upload(inputs)
     run.run()
+    if activations is not None and activation_casts(lp):
+        activations.update(read_activations(lp, run.buffers[SCRATCH]))
+    if stores is not None:
+        stores.update(run.read(list(f16_stores(lp.graph))))
     return run.read()

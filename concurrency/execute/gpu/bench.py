@@ -10,6 +10,13 @@ step must move (every weight once, every state read and written, the KV rows att
 and `hbm_floor_us` that over a bandwidth (the H200's measured device-to-device copy rate by
 default). `bench_rows` pairs each multi-stream row of a replay table with its one-stream row
 (speedup, achieved bandwidth, ratio to the floor) for `lace bench`, live or from recordings.
+
+`compare_streams` times the one-stream and the multi-stream graph of the same layer in
+alternating rounds (one/multi, then multi/one, …): a fixed order once showed a false 3–5 %
+gain (gdn-reference §6.3). `hbm_floor_us` is the bytes the step must move (every weight once,
+every state read and written) over a bandwidth (the H200's measured device-to-device copy rate
+by default). `kernel_table` turns a measured timeline into per-node rows with the bytes each
+node moves (`node_bytes`) and the bandwidth it achieved.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from concurrency.errors import LaceError
-from concurrency.execute.gpu.launch import LaunchPlan, build_launch_plan
+from concurrency.execute.gpu.launch import STORAGE_BYTES, LaunchPlan, build_launch_plan
 from concurrency.execute.numpy_arena import make_graph_inputs
 from concurrency.graph.branches import detect_branches
 from concurrency.graph.ir import Graph, TensorKind
@@ -125,10 +132,7 @@ def replay_time(
     the serial schedule) or on the schedule's streams ("multi")."""
     from concurrency.execute.gpu.runner import DeviceRun
 
-    report = detect_branches(graph)
-    schedule = stream_schedule(graph, report) if streams == "multi" else serial_schedule(graph)
-    plan = plan_memory(graph, schedule, report, policy)
-    lp = build_launch_plan(graph, schedule, plan, weight_dtype=weight_dtype)
+    lp = timed_plan(graph, streams, policy, weight_dtype)
     run = DeviceRun(lp)
     try:
         random_device_inputs(run, seed)
@@ -137,15 +141,28 @@ def replay_time(
         times = run.replay_times_us(exec_, replays)
     finally:
         run.free()
+    return _timing(label or graph.meta.model, lp, policy, times)
+
+
+def timed_plan(graph: Graph, streams: str, policy: str, weight_dtype: str) -> LaunchPlan:
+    """The launch plan the timings run: the serial schedule ("one") or the multi-stream one."""
+    report = detect_branches(graph)
+    schedule = stream_schedule(graph, report) if streams == "multi" else serial_schedule(graph)
+    plan = plan_memory(graph, schedule, report, policy)
+    return build_launch_plan(graph, schedule, plan, weight_dtype=weight_dtype)
+
+
+def _timing(label: str, lp: LaunchPlan, policy: str, times: Any) -> ReplayTiming:
+    t = np.asarray(times, dtype=float)
     return ReplayTiming(
-        label=label or graph.meta.model,
+        label=label,
         streams=lp.n_streams,
         policy=policy,
-        weight_dtype=weight_dtype,
-        median_us=float(np.median(times)),
-        p10_us=float(np.percentile(times, 10)),
-        p90_us=float(np.percentile(times, 90)),
-        replays=replays,
+        weight_dtype=lp.weight_dtype,
+        median_us=float(np.median(t)),
+        p10_us=float(np.percentile(t, 10)),
+        p90_us=float(np.percentile(t, 90)),
+        replays=len(t),
         floor_us=hbm_floor_us(lp),
     )
 
@@ -293,3 +310,99 @@ def bench_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             f"{r['bandwidth_gb_s']:>7.0f} {r['floor_us']:>8.1f} {r['floor_ratio']:>6.2f}"
         )
     return lines
+
+
+def compare_streams(
+    graph: Graph,
+    *,
+    weight_dtype: str = "bf16",
+    policy: str = "happens_before",
+    rounds: int = 6,
+    replays: int = 50,
+    label: str = "",
+    seed: int = 0,
+) -> tuple[ReplayTiming, ReplayTiming]:
+    """The one-stream (serial schedule) and multi-stream graphs of `graph`, both captured
+    first, then timed in `rounds` alternating rounds of `replays` replays each (one/multi on
+    even rounds, multi/one on odd ones); medians over every replay of each."""
+    from concurrency.execute.gpu.runner import DeviceRun
+
+    order = ("one", "multi")
+    runs: dict[str, Any] = {}
+    plans: dict[str, LaunchPlan] = {}
+    execs: dict[str, Any] = {}
+    times: dict[str, list[float]] = {k: [] for k in order}
+    try:
+        for streams in order:
+            plans[streams] = timed_plan(graph, streams, policy, weight_dtype)
+            run = runs[streams] = DeviceRun(plans[streams])
+            random_device_inputs(run, seed)
+            run.run_eager()
+            execs[streams] = run.capture()
+        for r in range(rounds):
+            for streams in order if r % 2 == 0 else order[::-1]:
+                times[streams].extend(runs[streams].replay_times_us(execs[streams], replays))
+    finally:
+        for run in runs.values():
+            run.free()
+    label = label or graph.meta.model
+    one, multi = (_timing(label, plans[k], policy, times[k]) for k in order)
+    return one, multi
+
+
+def node_bytes(lp: LaunchPlan, index: int) -> int:
+    """The bytes node `index` must move at least, in device storage sizes: its result written
+    once and every source read once — GET_ROWS reads only the rows it gathers, SET_ROWS writes
+    only its rows, CPY's second source is the destination (written, not read). Views and
+    nodes that launch nothing move 0. Strided views count their span (first to last byte)."""
+    node = lp.nodes[index]
+    if not node.launches:
+        return 0
+    t = lp.graph[node.node]
+    refs = lp.tensors
+
+    def size(name: str) -> int:
+        ref = refs.get(name)
+        return ref.nbytes if ref is not None else 0
+
+    if t.op == "GET_ROWS":
+        d, s = refs[t.name], refs[t.srcs[0]]
+        rows = d.nbytes // STORAGE_BYTES[d.dtype] * STORAGE_BYTES[s.dtype]
+        return d.nbytes + rows + size(t.srcs[1])
+    if t.op == "SET_ROWS":
+        d, s = refs[t.name], refs[t.srcs[0]]
+        rows = s.nbytes // STORAGE_BYTES[s.dtype] * STORAGE_BYTES[d.dtype]
+        return s.nbytes + rows + size(t.srcs[1])
+    reads = t.srcs[:1] if t.op == "CPY" else t.srcs
+    return size(t.name) + sum(size(n) for n in dict.fromkeys(reads))
+
+
+@dataclass(frozen=True)
+class KernelRow:
+    """One node of a measured timeline: its kernel, time and the bytes it moves."""
+
+    node: str
+    kernel: str
+    stream: int
+    duration_us: float
+    bytes_moved: int
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes_moved / self.duration_us / 1e3 if self.duration_us > 0 else 0.0
+
+
+def kernel_table(lp: LaunchPlan, timeline: Any) -> tuple[KernelRow, ...]:
+    """Every span of a measured `timeline` of `lp` as a KernelRow, longest first."""
+    index = {n.node: n.index for n in lp.nodes}
+    rows = [
+        KernelRow(
+            s.node,
+            s.kernel,
+            s.stream,
+            s.end_us - s.start_us,
+            node_bytes(lp, index[s.node]),
+        )
+        for s in timeline.spans
+    ]
+    return tuple(sorted(rows, key=lambda r: -r.duration_us))

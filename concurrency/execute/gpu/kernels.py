@@ -49,7 +49,11 @@ def kernel_names(source: str) -> frozenset[str]:
     macros = {
         "GDN_REC": lambda a: [f"gdn_recurrent_k{a[0]}"],
         "FATTN": lambda a: [f"flash_attn_ext_{a[0]}_d{a[2]}"],
-        "GEMV_KERNELS": lambda a: [f"mul_mat_vec_{a[0]}", f"mul_mat_vec16_{a[0]}", f"gemm_{a[0]}"],
+        "GEMV_KERNELS": lambda a: [
+            f"mul_mat_vec_{a[0]}",
+            f"gemm_{a[0]}",
+            *(f"mul_mat_vec16_{a[0]}_c{c}" for c in (1, 2, 4, 8)),
+        ],
     }
     for macro, raw in _MACRO_RE.findall(text):
         if macro in macros:

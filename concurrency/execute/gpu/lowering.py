@@ -36,7 +36,19 @@ GDN_CHUNK = 64
 GDN_COLS = 16  # value columns per chunked-kernel block
 GDN_REC_WARPS = 4
 ATTN_WARPS = 4
+#: Flash-decoding: split the keys while fewer than this many blocks would run (two per SM of a
+#: 132-SM H200), into spans of at least ATTN_SPAN_KEYS keys.
+ATTN_MIN_BLOCKS = 264
+ATTN_SPAN_KEYS = 32
 GEMV_WARPS = 8
+#: mul_mat_vec16: rows per team (R in gemv.cu), warps per block, column variants, and the
+#: fewest blocks worth launching (eight per SM of a 132-SM H200, about two waves of resident
+#: blocks) before a team takes more warps: small blocks keep the last wave's tail short (a
+#: block of 16 rows of 10 KB takes ~5 round trips alone), wider teams split K instead.
+GEMV16_ROWS = 2
+GEMV16_WARPS = 8
+GEMV16_COLUMNS = (1, 2, 4, 8)
+GEMV16_MIN_BLOCKS = 1056
 MAX_SHARED_BYTES = 227 * 1024  # Hopper's opt-in limit per block
 ARGSORT_MAX = 4096
 
@@ -77,8 +89,15 @@ def _ew_grid(n: int) -> tuple[int, int, int]:
     return (max(1, min(math.ceil(n / EW_BLOCK), EW_MAX_BLOCKS)), 1, 1)
 
 
-def _row_block(ne0: int) -> tuple[int, int, int]:
-    return (min(256, max(32, 32 * math.ceil(ne0 / 32))), 1, 1)
+#: Row kernels (norms, softmax, sums: one block per row) use up to 1024 threads per block while
+#: there are fewer rows than this (a decode step's single 5120-wide row would otherwise take 20
+#: serial passes of 256 threads), else 256.
+FEW_ROWS = 264
+
+
+def _row_block(ne0: int, rows: int = FEW_ROWS) -> tuple[int, int, int]:
+    cap = 1024 if rows < FEW_ROWS else 256
+    return (min(cap, max(32, 32 * math.ceil(ne0 / 32))), 1, 1)
 
 
 def _kernel(
@@ -175,7 +194,8 @@ def _rows(kernel: str, source: str) -> Callable:
             raise LaceError(
                 f"{t.op} with parameters {t.params} (node {t.name!r}) has no GPU kernel"
             )
-        return (_kernel(kernel, source, (x.ncols, 1, 1), _row_block(x.shape[0]), args),)
+        block = _row_block(x.shape[0], x.ncols)
+        return (_kernel(kernel, source, (x.ncols, 1, 1), block, args),)
 
     return lower
 
@@ -183,8 +203,29 @@ def _rows(kernel: str, source: str) -> Callable:
 _CPY_CONVERT = {("f32", "f32"), ("f32", "f16"), ("f32", "bf16"), ("f16", "f32"), ("bf16", "f32")}
 
 
+#: Per-element work of the vectorised copy paths (copy.cu): elements per thread of a contiguous
+#: CPY, of a GET_ROWS/SET_ROWS row; rows shorter than SAME_SHAPE_MIN_ROW copy per element.
+CPY_VECTOR = 8
+ROW_VECTOR = 4
+SAME_SHAPE_MIN_ROW = 64
+MAX_GRID_Y = 65535
+ROW_MAX_BLOCKS_X = 1024
+
+
+def contiguous(ref: TensorRef) -> bool:
+    """ggml_is_contiguous on the device strides (extent-1 dimensions may have any stride)."""
+    expected = STORAGE_BYTES[ref.dtype]
+    for n, stride in zip(ref.shape, ref.strides_bytes, strict=True):
+        if n != 1 and stride != expected:
+            return False
+        expected *= n
+    return True
+
+
 def cpy_launch(d: TensorRef, s: TensorRef) -> KernelLaunch:
-    """Element i of s (ggml order) to element i of d, converting the type when they differ."""
+    """Element i of s (ggml order) to element i of d, converting the type when they differ; the
+    grid fits the path copy.cu will take (contiguous 16-byte pieces, rows × columns for equal
+    shapes, or per element)."""
     if (s.dtype, d.dtype) in _CPY_CONVERT:
         name = f"cpy_{s.dtype}_{d.dtype}"
     elif s.dtype == d.dtype:
@@ -192,7 +233,25 @@ def cpy_launch(d: TensorRef, s: TensorRef) -> KernelLaunch:
     else:
         raise LaceError(f"copy from {s.dtype} to {d.dtype} (tensor {d.name!r}) has no GPU kernel")
     n = math.prod(s.shape)
-    return _kernel(name, "copy.cu", _ew_grid(n), (EW_BLOCK, 1, 1), (*ten(d), *ten(s)))
+    args = (*ten(d), *ten(s))
+    aligned = d.ptr.offset_bytes % 16 == 0 and s.ptr.offset_bytes % 16 == 0
+    if contiguous(d) and contiguous(s) and aligned:
+        return _kernel(name, "copy.cu", _ew_grid(math.ceil(n / CPY_VECTOR)), (EW_BLOCK, 1, 1), args)
+    if d.shape == s.shape and s.shape[0] >= SAME_SHAPE_MIN_ROW:
+        return _kernel(name, "copy.cu", _row_grid(s.shape[0], s.ncols, 1), (EW_BLOCK, 1, 1), args)
+    return _kernel(name, "copy.cu", _ew_grid(n), (EW_BLOCK, 1, 1), args)
+
+
+def _row_grid(ne0: int, rows: int, per_thread: int) -> tuple[int, int, int]:
+    """grid.x over a row's columns (`per_thread` elements per thread), grid.y over the rows."""
+    x = max(1, min(math.ceil(ne0 / (per_thread * EW_BLOCK)), ROW_MAX_BLOCKS_X))
+    return (x, max(1, min(rows, MAX_GRID_Y)), 1)
+
+
+def _rows_launch(name: str, ne0: int, rows: int, args: tuple[Arg, ...]) -> KernelLaunch:
+    block = (min(EW_BLOCK, max(32, 32 * math.ceil(ne0 / (ROW_VECTOR * 32)))), 1, 1)
+    grid = _row_grid(ne0, rows, ROW_VECTOR)
+    return _kernel(name, "copy.cu", grid, block, args)
 
 
 def _cpy(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Options) -> tuple:
@@ -221,7 +280,7 @@ def _get_rows(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Options) -
     if idx.shape[3] != 1:
         raise LaceError(f"GET_ROWS with 4-D indices (node {t.name!r}) is not supported")
     args = (*ten(d), *ten(s), *ten(idx))
-    return (_kernel(name, "copy.cu", (d.ncols, 1, 1), _row_block(d.shape[0]), args),)
+    return (_rows_launch(name, d.shape[0], d.ncols, args),)
 
 
 _GET_ROWS = {"get_rows_f32_i32", "get_rows_f32_i64", "get_rows_f16_i32", "get_rows_bf16_i32"}
@@ -243,7 +302,7 @@ def _set_rows(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Options) -
             f"SET_ROWS into {d.dtype} by {idx.dtype} (node {t.name!r}) has no GPU kernel"
         )
     args = (*ten(d), *ten(s), *ten(idx))
-    return (_kernel(name, "copy.cu", (s.ncols, 1, 1), _row_block(s.shape[0]), args),)
+    return (_rows_launch(name, s.shape[0], s.ncols, args),)
 
 
 def _ssm_conv(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Options) -> tuple:
@@ -328,9 +387,38 @@ def _flash_attn(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Options)
         raise LaceError(f"node {t.name!r}: query heads must be a multiple of KV heads")
     dpl = next(p for p in (1, 2, 4, 8) if 32 * p >= head)
     args = (*ten(d), *ten(q), *ten(k), *ten(v), *ten(mask), ("f32", float(t.params[0])))  # type: ignore[arg-type]
-    grid = (q.shape[1], q.shape[2], q.shape[3])
+    n_q, hq, n_str = q.shape[1], q.shape[2], q.shape[3]
     name = f"flash_attn_ext_{k.dtype}_d{dpl}"
-    return (_kernel(name, "attention.cu", grid, (32 * ATTN_WARPS, 1, 1), args),)
+    block = (32 * ATTN_WARPS, 1, 1)
+    n_split = attention_splits(n_q * hq * n_str, k.shape[1])
+    if n_split == 1:  # `part` unused: d's own address keeps every pointer inside the node
+        args += (("ptr", d.ptr), ("i32", 1))
+        return (_kernel(name, "attention.cu", (n_q, hq, n_str), block, args),)
+    dv = v.shape[0]
+    part = scratch.take(t.name, 4 * n_q * hq * n_str * n_split * (dv + 2))
+    partial = _kernel(
+        name,
+        "attention.cu",
+        (n_q, hq, n_str * n_split),
+        block,
+        (*args, ("ptr", part), ("i32", n_split)),
+    )
+    combine = _kernel(
+        "flash_attn_combine_f32",
+        "attention.cu",
+        (n_q, hq, n_str),
+        (min(1024, 32 * math.ceil(dv / 32)), 1, 1),
+        (*ten(d), ("ptr", part), ("i32", n_split)),
+    )
+    return (partial, combine)
+
+
+def attention_splits(rows: int, n_kv: int) -> int:
+    """Spans the KV sequence is cut into (flash-decoding): enough blocks for ATTN_MIN_BLOCKS
+    when the (query row, head, stream) blocks alone are fewer, each span ≥ ATTN_SPAN_KEYS."""
+    if rows >= ATTN_MIN_BLOCKS or n_kv < 2 * ATTN_SPAN_KEYS:
+        return 1
+    return max(1, min(math.ceil(ATTN_MIN_BLOCKS / rows), n_kv // ATTN_SPAN_KEYS))
 
 
 def _argsort(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Options) -> tuple:
@@ -363,12 +451,31 @@ def _aligned_for_vec16(w: TensorRef, x: TensorRef) -> bool:
     es = STORAGE_BYTES[w.dtype]
     return (
         w.shape[0] % (16 // es) == 0
+        and w.strides_bytes[0] == es
         and w.ptr.offset_bytes % 16 == 0
         and w.strides_bytes[1] % 16 == 0
         and x.strides_bytes[0] == 4
         and x.ptr.offset_bytes % 16 == 0
         and all(s % 16 == 0 for n, s in zip(x.shape[1:], x.strides_bytes[1:], strict=True) if n > 1)
     )
+
+
+def gemv16_launch(w: TensorRef, m: int, n: int, args: tuple[Arg, ...]) -> KernelLaunch:
+    """mul_mat_vec16 for `m` weight rows and `n` ≤ 8 columns: the narrowest column variant,
+    and the fewest warps per row team (wpr) that still launch GEMV16_MIN_BLOCKS blocks (a thin
+    output, such as the 48-row β projection, takes whole blocks per row pair instead), never
+    more warps than the row has 16-byte pieces for (K = 5120 bf16: 640 pieces, all 8 warps)."""
+    nc = next(c for c in GEMV16_COLUMNS if c >= n)
+    teams = math.ceil(m / GEMV16_ROWS)
+    pieces = w.shape[0] * STORAGE_BYTES[w.dtype] // 16
+    widths = [p for p in (1, 2, 4, 8) if p == 1 or 32 * p <= pieces]
+    wpr = next(
+        (p for p in widths if math.ceil(teams / (GEMV16_WARPS // p)) >= GEMV16_MIN_BLOCKS),
+        widths[-1],
+    )
+    grid = (math.ceil(teams / (GEMV16_WARPS // wpr)), 1, 1)
+    name = f"mul_mat_vec16_{w.dtype}_c{nc}"
+    return _kernel(name, "gemv.cu", grid, (32 * GEMV16_WARPS, 1, 1), (*args, ("i32", wpr)))
 
 
 def _rows_collapse(x: TensorRef) -> bool:
@@ -392,10 +499,12 @@ def _mul_mat(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Options) ->
     custom_path = opt.matmul == "custom" or (opt.matmul == "auto" and n <= GEMV_MAX_COLUMNS)
     if custom_path:
         args = (*ten(d), *ten(w), *ten(x))
+        if n <= GEMV_MAX_COLUMNS and _aligned_for_vec16(w, x):
+            return (gemv16_launch(w, m, n, args),)
         if n <= GEMV_MAX_COLUMNS:
-            vec = "mul_mat_vec16" if _aligned_for_vec16(w, x) else "mul_mat_vec"
             grid = (math.ceil(m / GEMV_WARPS), 1, 1)
-            return (_kernel(f"{vec}_{w.dtype}", "gemv.cu", grid, (32 * GEMV_WARPS, 1, 1), args),)
+            block = (32 * GEMV_WARPS, 1, 1)
+            return (_kernel(f"mul_mat_vec_{w.dtype}", "gemv.cu", grid, block, args),)
         grid = (math.ceil(m / 64), math.ceil(n / 64), 1)
         return (_kernel(f"gemm_{w.dtype}", "gemv.cu", grid, (256, 1, 1), args),)
     if not _rows_collapse(d) or w.strides_bytes[0] != STORAGE_BYTES[w.dtype]:

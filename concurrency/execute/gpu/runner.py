@@ -156,6 +156,15 @@ class DeviceRun:
             self.cp.cuda.runtime.memcpyDeviceToDevice,
         )
 
+    def read_buffer(self, name: str) -> np.ndarray:
+        """A host copy (uint8) of one whole device buffer of the plan (e.g. the scratch)."""
+        self.cp.cuda.Device().synchronize()
+        buf = np.empty(self.lp.buffers[name].nbytes, dtype=np.uint8)
+        self.cp.cuda.runtime.memcpy(
+            buf.ctypes.data, self.base[name], buf.nbytes, self.cp.cuda.runtime.memcpyDeviceToHost
+        )
+        return buf
+
     def read(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """float64 copies (NumPy order) of `names` (default: outputs and states)."""
         cp = self.cp
