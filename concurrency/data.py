@@ -28,9 +28,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SCHEMA = "lace-data-manifest/2"
-#: What a recorded file holds: a measured Timeline, the replay-time table, the race table.
-TIMELINE, REPLAYS, RACE = "timeline", "replays", "race"
-KINDS = (TIMELINE, REPLAYS, RACE)
+#: What a recorded file holds: a measured Timeline, the replay-time table, the race table, or
+#: the peers' table (`lace bench --peers`: LACE beside fla, ggml-cuda and llama.cpp, one run).
+TIMELINE, REPLAYS, RACE, PEERS = "timeline", "replays", "race", "peers"
+KINDS = (TIMELINE, REPLAYS, RACE, PEERS)
 SOURCES = ("measured", "simulated")
 FIELDS = (
     "file",
@@ -236,6 +237,10 @@ def _check_file(folder: Path, entry: DataEntry, where: str) -> None:
                 f"{where}: {entry.file} was recorded on {meta.device!r}, the entry says "
                 f"{entry.device!r}"
             )
+    elif entry.kind == PEERS:
+        from concurrency.peers.results import load_results
+
+        load_results(target)
     else:
         read_table(target, entry.kind)
 
@@ -292,6 +297,13 @@ def write_manifest(folder: str | Path, entries: Iterable[DataEntry]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def peer_files(folder: str | Path) -> tuple[Path, ...]:
+    """The peers' result files (`lace bench --peers`) the manifest of `folder` lists."""
+    return tuple(
+        Path(folder) / e.file for e in load_manifest(folder, check_files=False) if e.kind == PEERS
+    )
 
 
 def default_folder() -> Path:

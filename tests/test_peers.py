@@ -509,3 +509,34 @@ def test_torch_layer_matches_transformers_on_the_cpu() -> None:
     with torch.no_grad():
         ref = module(x)
     assert torch_layer.relative_error(ref, torch_layer._steps(layer, x)) > 1e-3
+
+
+def test_bench_peers_prints_the_committed_h200_run() -> None:
+    """`lace bench --peers --from-data data` prints the committed peers' run with every peer."""
+    import json
+    import subprocess
+    import sys
+
+    from concurrency.data import default_folder
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "concurrency",
+            "bench",
+            "--peers",
+            "--from-data",
+            str(default_folder()),
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (run,) = json.loads(done.stdout)
+    assert run["meta"]["device"] == "NVIDIA H200"
+    measured = {r["peer"] for r in run["rows"] if r["status"] == "ok"}
+    assert {"lace", "fla", "ggml-cuda", "torch+fla", "llama.cpp"} <= measured

@@ -68,6 +68,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the multi-stream plans (default happens_before; the one-stream run is "
         f"sequential); {ALL} for every policy",
     )
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="the peers instead: LACE's GDN core and layer, flash-linear-attention, a PyTorch + "
+        "fla layer, ggml-cuda's GATED_DELTA_NET and llama.cpp end to end, measured in one run "
+        "(on a GPU: builds llama.cpp from --llama-src) or read with --from-data",
+    )
+    p.add_argument(
+        "--llama-src",
+        type=Path,
+        default=Path(".llama-src"),
+        help="with --peers on a GPU: the trimmed llama.cpp source (scripts/peers/README.md)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("peers-out"),
+        help="with --peers on a GPU: where the results go (peers.json, logs)",
+    )
     p.add_argument("--weights", choices=WEIGHT_DTYPES, default="bf16")
     p.add_argument("--matmul", choices=MATMUL_MODES, default="auto")
     p.add_argument("--n-ctx", type=positive_int, default=512)
@@ -85,6 +104,8 @@ def _policies(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace, progress: Progress) -> Result:
     from concurrency.execute.gpu.bench import BENCH_COLUMNS, bench_rows, bench_table
 
+    if args.peers:
+        return _peers(args)
     if args.from_data is not None:
         rows, heads = _from_data(args)
     else:
@@ -95,6 +116,51 @@ def run(args: argparse.Namespace, progress: Progress) -> Result:
     if not paired:
         return Result.lines([*heads, "no graph has both a one-stream and a multi-stream row"])
     return Result.lines([*heads, *bench_table(paired)])
+
+
+def _peers(args: argparse.Namespace) -> Result:
+    """The peers' table: from the recordings (--from-data), or measured now on this GPU."""
+    import dataclasses
+
+    from concurrency.peers.results import load_results
+    from concurrency.peers.table import format_table
+
+    if args.from_data is not None:
+        from concurrency.data import peer_files
+
+        if not args.from_data.is_dir():
+            raise LaceError(f"--from-data {args.from_data} is not a folder; give the data folder")
+        files = peer_files(args.from_data)
+        if not files:
+            raise LaceError(
+                f"{args.from_data} holds no peers' results (its manifest lists none); measure "
+                "them with `lace bench --peers` on a GPU"
+            )
+    else:
+        from concurrency.execute.gpu import backend
+        from concurrency.peers import device
+
+        try:
+            backend.cupy()
+        except MissingToolError as exc:
+            raise MissingToolError(
+                f"{exc}; `lace bench --peers --from-data` prints the committed results"
+            ) from None
+        argv = ["--out", str(args.out), "--llama-src", str(args.llama_src)]
+        if device.main(argv) != 0:
+            raise LaceError(f"the peers' run failed; its logs are in {args.out}")
+        files = (args.out / "peers.json",)
+    loaded = [load_results(path) for path in files]
+    if args.format == "json":
+        return Result.json(
+            [
+                {"meta": dataclasses.asdict(meta), "rows": [dataclasses.asdict(r) for r in rows]}
+                for meta, rows in loaded
+            ]
+        )
+    return Result.lines(
+        [line for meta, rows in loaded for line in format_table(meta, rows).splitlines()]
+    )
 
 
 def _from_data(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
