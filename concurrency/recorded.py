@@ -154,3 +154,89 @@ def comparison_rows(
             }
         )
     return rows
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """One case to draw: its graph, plan and schedule, and a timeline that is either measured
+    (from a recording) or, where nothing is recorded, simulated — `source` says which."""
+
+    context: CaseContext
+    placed: Placed
+    timeline: Timeline
+    title: str
+    source: str  # "measured" or "simulated"
+
+
+def case_view(
+    timelines: Sequence[RecordedTimeline],
+    layer: str,
+    *,
+    model: str,
+    gpu: str,
+    layers: int | None = None,
+    policy: str = "happens_before",
+) -> CaseView:
+    """The recorded multi-stream timeline of `layer` under `policy` with the smallest batch,
+    or (nothing recorded) the simulator's timeline of `model`'s same case on `gpu`, labelled
+    simulated."""
+    from concurrency.timing.simulate import simulate
+
+    found = pick(timelines, layer=layer, policy=policy)
+    if found is not None:
+        return CaseView(found.context, found.placed, found.timeline, found.title(), "measured")
+    ctx = CaseContext(GpuCase(model, layer, 1, layers=layers))
+    placed = ctx.place(policy, MULTI)
+    timeline = simulate(ctx.graph, placed.schedule, gpu, launch="graph")
+    title = f"{ctx.case.label}, {policy}: simulated on {gpu} (not recorded)"
+    return CaseView(ctx, placed, timeline, title, "simulated")
+
+
+def expected_verdicts(model: str, layer: str = "gdn", batch: int = 1) -> list[dict[str, object]]:
+    """What the checker demands of each plan of the race experiment, for a case not yet run
+    on a GPU: never differ (no hazard), differ in every run (a use after reuse), or depend on
+    timing (races)."""
+    from concurrency.execute.gpu.race_plans import race_subjects
+
+    ctx = CaseContext(GpuCase(model, layer, batch))
+    return [
+        {
+            "model": model,
+            "layer": layer,
+            "batch": batch,
+            "plan": s.label,
+            "streams": s.placed.schedule.n_streams,
+            "races": len(s.check.races),
+            "uses_after_reuse": len(s.check.uses_after_reuse),
+            "expected": "never"
+            if not s.check.hazards
+            else "every run"
+            if s.check.uses_after_reuse
+            else "depends on timing",
+        }
+        for s in race_subjects(ctx)
+    ]
+
+
+def simulated_rows(model: str, gpu: str) -> list[dict[str, object]]:
+    """The simulator's one-stream and multi-stream makespans of `model`'s GDN layer and 4-layer
+    stack at B = 1 on `gpu` (what notebooks show where nothing is recorded)."""
+    from concurrency.timing.metrics import makespan_us
+    from concurrency.timing.simulate import simulate
+
+    rows: list[dict[str, object]] = []
+    for layer, layers in (("gdn", None), ("stack", 4)):
+        ctx = CaseContext(GpuCase(model, layer, 1, layers=layers))
+        for kind in (ONE, MULTI):
+            schedule = ctx.schedule(kind)
+            sim = simulate(ctx.graph, schedule, gpu, launch="graph")
+            rows.append(
+                {
+                    "case": ctx.case.label,
+                    "streams": schedule.n_streams,
+                    "simulated_on": gpu,
+                    "simulated_us": makespan_us(sim),
+                    "source": "simulated",
+                }
+            )
+    return rows

@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -36,18 +36,21 @@ GPU = "h200"  # the simulator's GPU spec when nothing is recorded
 # %%
 from pathlib import Path
 
-import altair as alt
 import pandas as pd
 
 from concurrency.data import RACE, REPLAYS, default_folder, load_manifest, load_table
 from concurrency.execute.gpu.bench import bench_rows
-from concurrency.execute.gpu.cases import MULTI, ONE, CaseContext, GpuCase
-from concurrency.execute.gpu.race_plans import race_subjects
-from concurrency.recorded import comparison_rows, pick, recorded_timelines
-from concurrency.render.memory_map import memory_map_chart
-from concurrency.render.timeline_chart import timeline_chart
-from concurrency.timing.metrics import makespan_us
-from concurrency.timing.simulate import simulate
+from concurrency.recorded import (
+    case_view,
+    comparison_rows,
+    expected_verdicts,
+    recorded_timelines,
+    simulated_rows,
+)
+from concurrency.render import vega
+from concurrency.render.measured import case_chart
+
+vega.enable()
 
 folder = Path(DATA) if DATA else default_folder()
 entries = load_manifest(folder)
@@ -98,35 +101,9 @@ pd.DataFrame(
 
 
 # %%
-def side_by_side(layer: str, layers: int | None = None) -> tuple[alt.HConcatChart, str, str]:
-    """The measured timeline of `layer` with its plan's memory map, or the simulated ones."""
-    found = pick(timelines, layer=layer, policy="happens_before")
-    if found is not None:
-        graph, placed = found.context.graph, found.placed
-        timeline, title, source = found.timeline, found.title(), "measured"
-    else:
-        ctx = CaseContext(GpuCase(MODEL, layer, 1, layers=layers))
-        graph, placed = ctx.graph, ctx.place("happens_before", MULTI)
-        timeline = simulate(graph, placed.schedule, GPU, launch="graph")
-        title = f"{ctx.case.label}, happens_before: simulated on {GPU} (not recorded)"
-        source = "simulated"
-    left = timeline_chart(timeline, title=title, width=520)
-    right = memory_map_chart(
-        graph,
-        placed.schedule,
-        placed.plan,
-        placed.check.hazards,
-        width=380,
-        height=280,
-        title=f"its memory plan ({placed.source})",
-    )
-    chart = alt.hconcat(left, right).resolve_scale(color="independent")
-    return chart, title, source
-
-
-gdn_chart, gdn_title, gdn_source = side_by_side("gdn")
-print(gdn_title)
-gdn_chart
+gdn = case_view(timelines, "gdn", model=MODEL, gpu=GPU)
+print(gdn.title)
+case_chart(gdn)
 
 # %% [markdown]
 # ## The 4-layer stack
@@ -135,9 +112,9 @@ gdn_chart
 # n_ubatch-token reserve graph or re-planned, by each policy's rule).
 
 # %%
-stack_chart, stack_title, stack_source = side_by_side("stack", layers=4)
-print(stack_title)
-stack_chart
+stack = case_view(timelines, "stack", model=MODEL, gpu=GPU, layers=4)
+print(stack.title)
+case_chart(stack)
 
 # %% [markdown]
 # ## The race on the GPU
@@ -153,28 +130,10 @@ stack_chart
 RACE_VIEW = ["model", "layer", "batch", "plan", "streams", "races", "uses_after_reuse"]
 RACE_VIEW += ["expected", "runs", "bitwise_runs", "wrong_runs", "max_error", "verdict", "widened"]
 if not races.empty:
-    race_frame = races[RACE_VIEW].copy()
+    race_frame = races[RACE_VIEW]
     print(f"measured: {', '.join(sorted(set(races['device'])))}")
 else:  # what the checker says each plan must do; nothing has run yet
-    ctx = CaseContext(GpuCase(MODEL, "gdn", 1))
-    race_frame = pd.DataFrame(
-        [
-            {
-                "model": MODEL,
-                "layer": "gdn",
-                "batch": 1,
-                "plan": s.label,
-                "streams": s.placed.schedule.n_streams,
-                "races": len(s.check.races),
-                "uses_after_reuse": len(s.check.uses_after_reuse),
-                "expected": {0: "never"}.get(
-                    len(s.check.hazards),
-                    "every run" if s.check.uses_after_reuse else "depends on timing",
-                ),
-            }
-            for s in race_subjects(ctx)
-        ]
-    )
+    race_frame = pd.DataFrame(expected_verdicts(MODEL))
     print("not run on a GPU yet: the checker's verdicts only")
 race_frame
 
@@ -186,25 +145,7 @@ race_frame
 # is recorded, the simulated one-stream and multi-stream makespans alone, labelled simulated.
 
 # %%
-if recorded:
-    compare_frame = pd.DataFrame(comparison_rows(timelines))
-else:
-    rows = []
-    for layer, layers in (("gdn", None), ("stack", 4)):
-        ctx = CaseContext(GpuCase(MODEL, layer, 1, layers=layers))
-        for kind in (ONE, MULTI):
-            schedule = ctx.schedule(kind)
-            sim = simulate(ctx.graph, schedule, GPU, launch="graph")
-            rows.append(
-                {
-                    "case": ctx.case.label,
-                    "streams": schedule.n_streams,
-                    "simulated_on": GPU,
-                    "simulated_us": makespan_us(sim),
-                    "source": "simulated",
-                }
-            )
-    compare_frame = pd.DataFrame(rows)
+compare_frame = pd.DataFrame(comparison_rows(timelines) if recorded else simulated_rows(MODEL, GPU))
 compare_frame.round(3)
 
 # %% [markdown]

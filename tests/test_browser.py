@@ -43,6 +43,7 @@ CHARTS = {
     "03_fidelity.ipynb": 0,
     "04_streams_and_overlap.ipynb": 3,
     "05_dashboard.ipynb": 2,
+    "06_gpu_streams.ipynb": 2,
 }
 VIEWPORT = {"width": 1280, "height": 800}
 SHOTS = Path(tempfile.gettempdir()) / "lace-screenshots"

@@ -138,7 +138,7 @@ def test_measured_timelines_from_data_appear_beside_the_simulated(tmp_path) -> N
     "measured" timeline row to the linked view; other graphs' recordings are left out."""
     from dataclasses import replace
 
-    from concurrency.data import FIELDS
+    from concurrency.data import FIELDS, SCHEMA
 
     sim = explore(Choice(model="tiny")).timeline
     spans = tuple(replace(s, source="measured") for s in sim.spans)
@@ -146,16 +146,20 @@ def test_measured_timelines_from_data_appear_beside_the_simulated(tmp_path) -> N
     measured.save(tmp_path / "tiny.json")
     entry = {f: "" for f in FIELDS} | {
         "file": "tiny.json",
+        "kind": "timeline",
+        "config": {},
         "model": "tiny",
         "layer": "gdn",
+        "layers": 0,
         "mode": "decode",
         "batch": 1,
         "tokens": 1,
         "streams": 5,
+        "source": "measured",
     }
     other = entry | {"batch": 4}
     (tmp_path / "manifest.json").write_text(
-        json.dumps({"schema": "lace-data-manifest/1", "entries": [entry, other]})
+        json.dumps({"schema": SCHEMA, "entries": [entry, other]})
     )
     view = explore(Choice(model="tiny"), data=tmp_path)
     assert len(view.measured) == 1 and view.measured[0].meta.device == "H200"

@@ -105,7 +105,7 @@ PROBES: dict[str, str] = {
     ),
     "06_gpu_streams.py": (
         "print(json.dumps({'folder': str(folder), 'recorded': recorded,"
-        " 'sources': [gdn_source, stack_source], 'titles': [gdn_title, stack_title],"
+        " 'sources': [gdn.source, stack.source], 'titles': [gdn.title, stack.title],"
         " 'race_rows': len(race_frame), 'compare_rows': len(compare_frame),"
         " 'bench_rows': len(bench)}))"
     ),

@@ -98,21 +98,21 @@ def explore(choice: Choice, data: Path | None = None) -> ExplorerView:
 
 
 def measured_timelines(choice: Choice, data: Path) -> tuple[Timeline, ...]:
-    """Timelines recorded on a GPU (source "measured") under `data` for the chosen graph;
-    none when the folder has no manifest."""
-    from concurrency.data import load_manifest
+    """Timelines recorded on a GPU (source "measured") under `data` for the chosen graph (for a
+    stack: the same number of layers); none when the folder has no manifest."""
+    from concurrency.data import TIMELINE, load_manifest
 
     if not (Path(data) / "manifest.json").is_file():
         return ()
     out = []
-    for entry in load_manifest(Path(data)):
-        same = (entry.model, entry.layer, entry.mode, entry.batch) == (
+    for entry in load_manifest(Path(data), check_files=False):
+        same = entry.kind == TIMELINE and (entry.model, entry.layer, entry.mode, entry.batch) == (
             choice.model,
             choice.layer,
             choice.mode,
             choice.batch,
         )
-        if not same:
+        if not same or (choice.layer == "stack" and entry.layers != (choice.layers or 0)):
             continue
         timeline = Timeline.load(Path(data) / entry.file)
         if timeline.meta.source == "measured":
