@@ -282,3 +282,21 @@ def summary(
     if serial is not None:
         row["speedup"] = speedup(serial, timeline)
     return row
+
+
+def measured_critical_path_us(graph: Graph, schedule: Schedule, timeline: Timeline) -> float:
+    """The longest chain of the timeline's own kernel durations over the graph's dependencies
+    and the schedule's waits (no launch gaps): how long the step would take if every kernel
+    ran as long as it did in this run and started the moment its inputs were ready. A
+    measured multi-stream makespan over this is the time lost to gaps and to kernels slowing
+    each other down."""
+    check_schedule(graph, schedule)
+    took: dict[str, float] = {}
+    for s in timeline.spans:
+        took[s.node] = took.get(s.node, 0.0) + (s.end_us - s.start_us)
+    deps = node_dependencies(graph)
+    finish = [0.0] * len(graph.nodes)
+    for i, name in enumerate(graph.nodes):
+        ready = max((finish[j] for j in (*deps[i], *schedule.waits[i])), default=0.0)
+        finish[i] = ready + took.get(name, 0.0)
+    return max(finish, default=0.0)
