@@ -17,7 +17,7 @@
 //   dst    contiguous f32: the outputs o[dv, H_v, T, n_seq], then the new states
 //          [dk, dv, H_v, n_seq] — LACE's packed GATED_DELTA_NET result (numpy_arena's layout).
 //
-// ---------------------------------------------------------------- recurrent (decode)
+// Launch, recurrent (decode):
 // _v: eight lanes own one value column j (the columns of S are independent): lane l of the
 // group holds keys 4(l + 8u) … 4(l + 8u) + 3 for u < NV (dk ≤ 32·NV), so each of its NV loads
 // of the state column is one 16-byte piece and the group's eight pieces are 128 contiguous
@@ -29,7 +29,7 @@
 // _s: any strides, per-element accesses, a warp per column (dk ≤ 128·NV):
 //   grid = (ceil(dv / 4), H_v, n_seq), blockDim.x = 128.
 //
-// ---------------------------------------------------------------- chunked (prefill)
+// Launch, chunked (prefill):
 // Per chunk of c = 64 tokens (gdn-reference §2.2), γ = within-chunk cumsum of g, Γ_ij =
 // e^{γ_i−γ_j} for i ≥ j (masked BEFORE the exponential), L = strict_lower(β_i k̂_i·k̂_j Γ_ij),
 // 𝒯 = (I + L)⁻¹, U = 𝒯 diag(β) V, Wm = 𝒯 diag(β e^γ) K̂, then sequentially over chunks
