@@ -276,6 +276,7 @@ __device__ __forceinline__ void gemm_pair(float (&acc)[2][NW][4], const float* A
                                           int pair, int n0) {
     const int m0 = pair_tile(pair, 0), m1 = pair_tile(pair, 1);  // m0 < m1
     const int kend0 = TRI ? 16 * (m0 + 1) : kdim, kend1 = TRI ? 16 * (m1 + 1) : kdim;
+#pragma unroll 2
     for (int k0 = 0; k0 < kend1; k0 += 8) {
         FragB b[NW];
 #pragma unroll
@@ -305,6 +306,7 @@ template <int NP>
 __device__ __forceinline__ void gemm_lower_xyt(float (&acc)[3][4], const float* X,
                                                const float* Y, int ld, int kdim) {
     const int warp = threadIdx.x >> 5;
+#pragma unroll 2
     for (int k0 = 0; k0 < kdim; k0 += 8) {
 #pragma unroll
         for (int q = 0; q < 3; ++q) {
@@ -647,6 +649,7 @@ __device__ __forceinline__ void gdn_chunk_state(const Ten D, const Ten K, const 
         for (int ni = 0; ni < NT3; ++ni)
 #pragma unroll
             for (int r = 0; r < 4; ++r) S[ni][r] *= decay;
+#pragma unroll 2
         for (int k0 = 0; k0 < GDN_C; k0 += 8) {
             FragA a;
             ld_at<NP>(a, Kb, LDX, 16 * mt, k0);
