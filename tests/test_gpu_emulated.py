@@ -44,6 +44,19 @@ def test_gated_delta_rule_emulated(case, record_property) -> None:
     kernels_tests.test_gated_delta_rule(case, record_property)
 
 
+def test_gated_delta_rule_paths_emulated(record_property) -> None:
+    """The per-element paths (views off 16-byte alignment), two chunks with a tail at DKP 64,
+    and the TF32 kernels, whose single pass the emulation rounds as the tensor core does: it
+    must miss the fp32 gate that the split-TF32 kernels meet (the split is what buys 1e-5)."""
+    kernels_tests.test_gated_delta_rule_unaligned_views("recurrent", record_property)
+    kernels_tests.test_gated_delta_rule_unaligned_views("chunked", record_property)
+    kernels_tests.test_gated_delta_rule((64, 1, 3, 100, 1, "mild", "chunked"), record_property)
+    case = (32, 2, 4, 65, 1, "strong")
+    kernels_tests.test_gated_delta_rule_tf32(case, record_property)
+    with pytest.raises(AssertionError, match="> 1e-05"):
+        kernels_tests.gdn_check((32, 2, 4, 65, 1, "real", "chunked_tf32"), record_property)
+
+
 def test_elementwise_and_row_ops_emulated(record_property) -> None:
     kernels_tests.test_elementwise_and_row_ops_in_place(record_property)
 

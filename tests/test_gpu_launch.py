@@ -127,7 +127,7 @@ def test_every_named_kernel_exists_in_its_source() -> None:
         schedule, plan = planned(graph, "happens_before")
         for wd in ("f32", "f16", "bf16"):
             for matmul in ("auto", "custom"):
-                for gdn in ("recurrent", "chunked"):
+                for gdn in ("recurrent", "chunked", "chunked_tf32"):
                     lp = build_launch_plan(
                         graph, schedule, plan, weight_dtype=wd, matmul=matmul, gdn=gdn
                     )
@@ -135,7 +135,11 @@ def test_every_named_kernel_exists_in_its_source() -> None:
                         assert kernel in defined[source], (source, kernel)
                         seen.add(kernel)
     assert {
-        "gdn_chunked_f32",
+        "gdn_recurrent_v1",
+        "gdn_chunk_prep_d32",
+        "gdn_chunk_state_d32",
+        "gdn_chunk_out_d32",
+        "gdn_chunk_prep_d128_tf32",
         "flash_attn_ext_f16_d1",
         "mul_mat_id_bf16",
         "argsort_desc_f32_i32",
@@ -233,14 +237,77 @@ def test_tolerances_follow_gdn_reference() -> None:
     assert tolerance(layer_graph("tiny", "gdn", "decode", 1), "f32") == 1e-5
     assert tolerance(layer_graph("tiny", "attn", "decode", 1), "f32") == 3e-3
     assert tolerance(layer_graph("tiny", "gdn", "decode", 1), "bf16") == 1e-2
+    from concurrency.execute.gpu.check import gdn_tolerance
+
+    assert gdn_tolerance(layer_graph("tiny", "gdn", "prefill", 1, 8), "chunked_tf32") == 5e-3
+    assert gdn_tolerance(layer_graph("tiny", "gdn", "prefill", 1, 8), "chunked") == 0.0
+    assert gdn_tolerance(layer_graph("tiny", "attn", "prefill", 1, 8), "chunked_tf32") == 0.0
 
 
 def test_chunked_kernel_shared_memory_fits_hopper() -> None:
-    from concurrency.execute.gpu.lowering import MAX_SHARED_BYTES, gdn_chunked_shared_bytes
+    """Every chunked GDN kernel fits Hopper's 227 KB per block; prep and out fit twice per SM
+    (228 KB, 1 KB reserved per block) at the largest tensor-core head size."""
+    from concurrency.execute.gpu.lowering import (
+        MAX_SHARED_BYTES,
+        gdn_chunk_shared_bytes,
+        gdn_chunked_shared_bytes,
+    )
 
-    assert gdn_chunked_shared_bytes(128) < 124_000
     assert gdn_chunked_shared_bytes(256) <= MAX_SHARED_BYTES
+    for dkp in (32, 64, 128):
+        sizes = gdn_chunk_shared_bytes(dkp)
+        assert max(sizes.values()) <= MAX_SHARED_BYTES, (dkp, sizes)
+        assert 2 * (sizes["prep"] + 1024) <= 228 * 1024 and 2 * (sizes["out"] + 1024) <= 228 * 1024
+    assert gdn_chunk_shared_bytes(128) == {"prep": 108_544, "state": 142_848, "out": 107_008}
     assert all(STORAGE_BYTES[d] in (2, 4, 8) for d in STORAGE_BYTES)
+
+
+def _gdn_plan(dk: int, n_tok: int, n_seq: int, gdn: str, offset: int = 0):
+    from test_gpu_kernels import gdn_graph
+
+    graph = gdn_graph(dk, 2, 6, n_tok, n_seq, offset=offset)
+    schedule, plan = planned(graph, "no_reuse", streams="serial")
+    lp = build_launch_plan(graph, schedule, plan, gdn=gdn)
+    (node,) = [n for n in lp.nodes if n.op == "GATED_DELTA_NET"]
+    return lp, node
+
+
+def test_gated_delta_launches() -> None:
+    """The recurrent form: 16-byte kernel (8 lanes per column) on aligned rows, the per-element
+    one (a warp per column) on a view one float off; the chunked form: prep, state, out in that
+    order, grids per chunk / per 64 value columns, its four scratch arrays private to the node
+    and disjoint; head sizes above 128 take the one-kernel FFMA form, which chunked_tf32 does
+    not have."""
+    _, node = _gdn_plan(128, 1, 3, "auto")
+    (rec,) = node.launches
+    assert rec.kernel == "gdn_recurrent_v4" and rec.grid == (8, 6, 3) and rec.block == (128, 1, 1)
+    _, node = _gdn_plan(128, 1, 3, "auto", offset=1)
+    (rec,) = node.launches
+    assert rec.kernel == "gdn_recurrent_s1" and rec.grid == (32, 6, 3)
+    lp, node = _gdn_plan(32, 130, 2, "auto")
+    prep, state, out = node.launches
+    assert [x.kernel for x in node.launches] == [
+        "gdn_chunk_prep_d32",
+        "gdn_chunk_state_d32",
+        "gdn_chunk_out_d32",
+    ]
+    assert prep.grid == out.grid == (3, 6, 2) and state.grid == (1, 6, 2)
+    assert all(x.block == (256, 1, 1) for x in node.launches)
+    ptrs = [[p for k, p in x.args if k == "ptr" and p.buffer == SCRATCH] for x in node.launches]
+    gam, wm, u = ptrs[0]
+    assert ptrs[1] == [gam, wm, u, ptrs[1][3]] and ptrs[2] == [gam, u, ptrs[1][3]]
+    heads = 3 * 6 * 2
+    starts = [gam.offset_bytes, wm.offset_bytes, u.offset_bytes, ptrs[1][3].offset_bytes]
+    sizes = [4 * heads * 64, 4 * heads * 64 * 32, 4 * heads * 64 * 64, 4 * heads * 32 * 64]
+    assert starts == sorted(starts)
+    assert all(a + n <= b for a, n, b in zip(starts[:-1], sizes, starts[1:], strict=False))
+    assert starts[-1] + sizes[-1] <= lp.buffers[SCRATCH].nbytes
+    _, node = _gdn_plan(128, 130, 1, "chunked_tf32")
+    assert node.launches[0].kernel == "gdn_chunk_prep_d128_tf32"
+    _, node = _gdn_plan(256, 65, 1, "chunked")
+    assert [x.kernel for x in node.launches] == ["gdn_chunked_f32"]
+    with pytest.raises(LaceError, match="chunked_tf32"):
+        _gdn_plan(256, 65, 1, "chunked_tf32")
 
 
 def test_kernel_dir_ships_every_source() -> None:

@@ -127,12 +127,14 @@ def replay_time(
     replays: int = 200,
     label: str = "",
     seed: int = 0,
+    gdn: str = "auto",
 ) -> ReplayTiming:
     """Median GPU time of `replays` CUDA-graph replays of `graph` on one stream ("one", with
-    the serial schedule) or on the schedule's streams ("multi")."""
+    the serial schedule) or on the schedule's streams ("multi"); `gdn` picks the gated delta
+    rule's kernels (launch.GDN_FORMS)."""
     from concurrency.execute.gpu.runner import DeviceRun
 
-    lp = timed_plan(graph, streams, policy, weight_dtype)
+    lp = timed_plan(graph, streams, policy, weight_dtype, gdn)
     run = DeviceRun(lp)
     try:
         random_device_inputs(run, seed)
@@ -144,12 +146,14 @@ def replay_time(
     return _timing(label or graph.meta.model, lp, policy, times)
 
 
-def timed_plan(graph: Graph, streams: str, policy: str, weight_dtype: str) -> LaunchPlan:
+def timed_plan(
+    graph: Graph, streams: str, policy: str, weight_dtype: str, gdn: str = "auto"
+) -> LaunchPlan:
     """The launch plan the timings run: the serial schedule ("one") or the multi-stream one."""
     report = detect_branches(graph)
     schedule = stream_schedule(graph, report) if streams == "multi" else serial_schedule(graph)
     plan = plan_memory(graph, schedule, report, policy)
-    return build_launch_plan(graph, schedule, plan, weight_dtype=weight_dtype)
+    return build_launch_plan(graph, schedule, plan, weight_dtype=weight_dtype, gdn=gdn)
 
 
 def _timing(label: str, lp: LaunchPlan, policy: str, times: Any) -> ReplayTiming:

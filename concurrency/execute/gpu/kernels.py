@@ -43,11 +43,13 @@ def sources() -> tuple[str, ...]:
 
 def kernel_names(source: str) -> frozenset[str]:
     """The `extern "C"` kernels a source file defines, with its macro-generated ones expanded
-    (GDN_REC(4) → gdn_recurrent_k4, FATTN(f16, DT_F16, 2) → flash_attn_ext_f16_d2, …)."""
+    (GDN_REC(4) → gdn_recurrent_v4, FATTN(f16, DT_F16, 2) → flash_attn_ext_f16_d2, …)."""
     text = (kernel_dir() / source).read_text(encoding="utf-8")
     names = set(_KERNEL_RE.findall(text))
     macros = {
-        "GDN_REC": lambda a: [f"gdn_recurrent_k{a[0]}"],
+        "GDN_REC": lambda a: [f"gdn_recurrent_v{a[0]}"],
+        "GDN_REC_S": lambda a: [f"gdn_recurrent_s{a[0]}"],
+        "GDN_CHUNKED": lambda a: [f"gdn_chunk_{k}_{a[2]}" for k in ("prep", "state", "out")],
         "FATTN": lambda a: [f"flash_attn_ext_{a[0]}_d{a[2]}"],
         "GEMV_KERNELS": lambda a: [
             f"mul_mat_vec_{a[0]}",

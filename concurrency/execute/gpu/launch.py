@@ -43,7 +43,10 @@ WEIGHT_DTYPES = ("f32", "f16", "bf16")
 MATMUL_MODES = ("auto", "nvmath", "custom")
 #: Which gated-delta-rule kernel: "auto" = recurrent for one token, chunked for prompts (as the
 #: NumPy reference and llama.cpp's fused op choose); or force one form for every node.
-GDN_FORMS = ("auto", "recurrent", "chunked")
+#: "chunked" computes its products on the tensor cores in split TF32 (3xTF32: fp32-accurate,
+#: gdn-reference §5.4's 1e-5); "chunked_tf32" in plain TF32 (≈1e-3, §5.4's 5e-3 gate), the
+#: speed of a single tensor-core pass, for head sizes up to 128.
+GDN_FORMS = ("auto", "recurrent", "chunked", "chunked_tf32")
 #: Up to this many activation columns a projection is a weight-streaming GEMV: LACE's kernel
 #: reads each weight row once with 16-byte loads and the f32 activations directly (ggml strides,
 #: no conversion pass), which is the memory floor of a decode step. cuBLASLt would first need

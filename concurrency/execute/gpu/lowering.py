@@ -32,9 +32,19 @@ from concurrency.graph.ir import Graph, Tensor
 #: Threads per block of the 1-D grid-stride kernels, and the most blocks they get.
 EW_BLOCK = 256
 EW_MAX_BLOCKS = 8192
+#: The gated delta rule (kernels/gated_delta.cu): chunk length, the value columns a block of the
+#: chunked state pass and output kernels owns, the recurrent kernels' block and the value columns
+#: it covers (8 lanes per column with 16-byte accesses, else a warp per column), the largest
+#: head size of the tensor-core chunked kernels (DKP = dk rounded up to 32, 64 or 128), and
+#: the columns per block of the one-kernel FFMA form that takes larger heads.
 GDN_CHUNK = 64
-GDN_COLS = 16  # value columns per chunked-kernel block
-GDN_REC_WARPS = 4
+GDN_TILE = 64
+GDN_CHUNK_THREADS = 256
+GDN_REC_THREADS = 128
+GDN_REC_VEC_COLUMNS = GDN_REC_THREADS // 8
+GDN_REC_SCALAR_COLUMNS = GDN_REC_THREADS // 32
+GDN_TC_MAX_DK = 128
+GDN_COLS = 16
 ATTN_WARPS = 4
 #: Flash-decoding: split the keys while fewer than this many blocks would run (two per SM of a
 #: 132-SM H200), into spans of at least ATTN_SPAN_KEYS keys.
@@ -313,9 +323,59 @@ def _ssm_conv(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Options) -
 
 
 def gdn_chunked_shared_bytes(dk: int) -> int:
+    """Dynamic shared memory of the one-kernel FFMA chunked form (gdn_chunked_f32, dk > 128)."""
     c, ct = GDN_CHUNK, GDN_COLS
     floats = 2 * c * (dk + 1) + 2 * c * (c + 1) + dk * ct + 3 * c * ct + 3 * c
     return 4 * floats
+
+
+def gdn_padded_dk(dk: int) -> int:
+    """DKP: the head size the tensor-core chunked kernels compute with (zero-padded)."""
+    return next(p for p in (32, 64, 128) if p >= dk)
+
+
+def gdn_chunk_shared_bytes(dkp: int) -> dict[str, int]:
+    """Dynamic shared memory of the three tensor-core chunked kernels (gated_delta.cu's layout:
+    K̂ rows with leading dimension DKP + 4 or + 8, 64×64 matrices with 68, 64-column tiles with
+    72, as each operand's fragment reads need for conflict-free banks)."""
+    c, ldk, ldx, ldt, ldv = GDN_CHUNK, dkp + 4, dkp + 8, 68, 72
+    prep = max(c * ldk, 2 * c * ldt) + 2 * c * ldx + 16 * 52 + 3 * c
+    state = c * ldk + c * ldx + dkp * ldv + 2 * c * ldv + 2 * c
+    out = c * ldk + max(c * ldk, dkp * ldv) + c * ldt + c * ldv + 2 * c
+    return {"prep": 4 * prep, "state": 4 * state, "out": 4 * out}
+
+
+@dataclass(frozen=True)
+class GdnScratch:
+    """The chunked form's intermediates, f32, in the node's scratch region (outside the arena,
+    like a cuBLAS workspace): γ [n_seq][H_v][NC][64], Wm [..][64][DKP], U (V_new after the
+    state pass) [..][64][DVP] and the state entering each chunk [..][DKP][DVP]."""
+
+    gam: Ptr
+    wm: Ptr
+    u: Ptr
+    states: Ptr
+    nbytes: int
+
+    @classmethod
+    def plan(cls, scratch: Scratch, node: str, heads: int, dkp: int, dvp: int) -> GdnScratch:
+        sizes = [4 * heads * n for n in (GDN_CHUNK, GDN_CHUNK * dkp, GDN_CHUNK * dvp, dkp * dvp)]
+        offsets, total = [], 0
+        for size in sizes:
+            offsets.append(total)
+            total = align_up(total + size, SCRATCH_ALIGN)
+        base = scratch.take(node, total)
+        ptrs = [Ptr(base.buffer, base.offset_bytes + o) for o in offsets]
+        return cls(*ptrs, nbytes=total)
+
+
+def _rows16(ref: TensorRef) -> bool:
+    """Unit stride along ne0 and 16-byte aligned rows everywhere (gated_delta.cu's rows16)."""
+    return (
+        ref.strides_bytes[0] == 4
+        and ref.ptr.offset_bytes % 16 == 0
+        and all(b % 16 == 0 for b in ref.strides_bytes[1:])
+    )
 
 
 def _gated_delta_net(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Options) -> tuple:
@@ -339,27 +399,121 @@ def _gated_delta_net(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Opt
         4 * math.prod(d.shape[:3]),
     ):
         raise LaceError(f"node {t.name!r}: the GATED_DELTA_NET result must be contiguous")
-    args = (
-        *ten(d),
-        *ten(q),
-        *ten(k),
-        *ten(v),
-        *ten(gate),
-        *ten(beta),
-        *ten(state),
-        ("f32", 1.0 / math.sqrt(dk)),
-    )
+    tensors = (*ten(d), *ten(q), *ten(k), *ten(v), *ten(gate), *ten(beta), *ten(state))
+    q_scale = ("f32", 1.0 / math.sqrt(dk))
     form = opt.gdn if opt.gdn != "auto" else ("recurrent" if n_tok == 1 else "chunked")
     if form == "recurrent":
-        kpl = next(p for p in (1, 2, 4, 8) if 32 * p >= dk)
-        grid = (math.ceil(dv / GDN_REC_WARPS), hv, n_seq)
-        block = (32 * GDN_REC_WARPS, 1, 1)
-        return (_kernel(f"gdn_recurrent_k{kpl}", "gated_delta.cu", grid, block, args),)
-    shared = gdn_chunked_shared_bytes(dk)
-    if shared > MAX_SHARED_BYTES:
-        raise LaceError(f"node {t.name!r}: head size {dk} needs {shared} bytes of shared memory")
-    grid = (math.ceil(dv / GDN_COLS), hv, n_seq)
-    return (_kernel("gdn_chunked_f32", "gated_delta.cu", grid, (256, 1, 1), args, shared),)
+        out_values = dv * hv * n_tok * n_seq
+        vec = (
+            dk % 4 == 0
+            and all(_rows16(r) for r in (q, k, state))
+            and d.ptr.offset_bytes % 16 == 0
+            and out_values % 4 == 0
+        )
+        if vec:
+            nv = next(p for p in (1, 2, 4, 8) if 32 * p >= dk)
+            name, cols = f"gdn_recurrent_v{nv}", GDN_REC_VEC_COLUMNS
+        else:
+            name, cols = f"gdn_recurrent_s{1 if dk <= 128 else 2}", GDN_REC_SCALAR_COLUMNS
+        grid = (math.ceil(dv / cols), hv, n_seq)
+        block = (GDN_REC_THREADS, 1, 1)
+        return (_kernel(name, "gated_delta.cu", grid, block, (*tensors, q_scale)),)
+    if dk > GDN_TC_MAX_DK:
+        if form == "chunked_tf32":
+            raise LaceError(
+                f"node {t.name!r}: gdn='chunked_tf32' takes head sizes up to {GDN_TC_MAX_DK}, "
+                f"not {dk}; use gdn='chunked'"
+            )
+        shared = gdn_chunked_shared_bytes(dk)
+        grid = (math.ceil(dv / GDN_COLS), hv, n_seq)
+        launch = _kernel(
+            "gdn_chunked_f32", "gated_delta.cu", grid, (256, 1, 1), (*tensors, q_scale), shared
+        )
+        return (launch,)
+    return _gdn_chunked(t, scratch, form == "chunked_tf32", d, q, k, v, gate, beta, state)
+
+
+def _gdn_chunked(
+    t: Tensor,
+    scratch: Scratch,
+    tf32: bool,
+    d: TensorRef,
+    q: TensorRef,
+    k: TensorRef,
+    v: TensorRef,
+    gate: TensorRef,
+    beta: TensorRef,
+    state: TensorRef,
+) -> tuple[KernelLaunch, ...]:
+    """The tensor-core chunked form: prep (per chunk), state (the pass over chunks, per 64
+    value columns), out (per chunk), in this order on the node's stream, with their
+    intermediates in the node's scratch region. The node still reads only its sources and
+    writes only its packed result, so the memory plan's reuse of them is unchanged."""
+    dk, _, n_tok, n_seq = q.shape
+    dv, hv = v.shape[0], v.shape[1]
+    dkp = gdn_padded_dk(dk)
+    if tf32 and dkp != GDN_TC_MAX_DK:
+        dkp = GDN_TC_MAX_DK  # the TF32 kernels are built for DKP = 128 only
+    n_chunks = math.ceil(n_tok / GDN_CHUNK)
+    dvp = GDN_TILE * math.ceil(dv / GDN_TILE)
+    buf = GdnScratch.plan(scratch, t.name, n_chunks * hv * n_seq, dkp, dvp)
+    shared = gdn_chunk_shared_bytes(dkp)
+    suffix = f"d{dkp}" + ("_tf32" if tf32 else "")
+    block = (GDN_CHUNK_THREADS, 1, 1)
+    per_chunk = (n_chunks, hv, n_seq)
+    prep = _kernel(
+        f"gdn_chunk_prep_{suffix}",
+        "gated_delta.cu",
+        per_chunk,
+        block,
+        (
+            *ten(k),
+            *ten(v),
+            *ten(gate),
+            *ten(beta),
+            ("ptr", buf.gam),
+            ("ptr", buf.wm),
+            ("ptr", buf.u),
+            ("i32", dvp),
+        ),
+        shared["prep"],
+    )
+    state_pass = _kernel(
+        f"gdn_chunk_state_{suffix}",
+        "gated_delta.cu",
+        (dvp // GDN_TILE, hv, n_seq),
+        block,
+        (
+            *ten(d),
+            *ten(k),
+            *ten(state),
+            ("ptr", buf.gam),
+            ("ptr", buf.wm),
+            ("ptr", buf.u),
+            ("ptr", buf.states),
+            ("i32", dvp),
+        ),
+        shared["state"],
+    )
+    out = _kernel(
+        f"gdn_chunk_out_{suffix}",
+        "gated_delta.cu",
+        per_chunk,
+        block,
+        (
+            *ten(d),
+            *ten(q),
+            *ten(k),
+            *ten(v),
+            ("ptr", buf.gam),
+            ("ptr", buf.u),
+            ("ptr", buf.states),
+            ("i32", dvp),
+            ("f32", 1.0 / math.sqrt(dk)),
+        ),
+        shared["out"],
+    )
+    return (prep, state_pass, out)
 
 
 def _rope(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Options) -> tuple:
