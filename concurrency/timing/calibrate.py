@@ -41,7 +41,7 @@ import numpy as np
 from concurrency.errors import LaceError
 from concurrency.graph.ir import Graph
 from concurrency.graph.schedule import Schedule
-from concurrency.timing.cost import OP_CLASSES, OpCost, graph_costs
+from concurrency.timing.cost import OP_CLASSES, graph_costs
 from concurrency.timing.gpus import GpuSpec, get_gpu
 from concurrency.timing.kernel_model import DEFAULT_CLASS, ClassCurve, KernelModel
 from concurrency.timing.timeline import Timeline
@@ -505,10 +505,3 @@ def curve_rows(spec: GpuSpec) -> list[dict[str, object]]:
             }
         )
     return rows
-
-
-def isolated_table(spec: GpuSpec, costs: Sequence[OpCost]) -> list[float]:
-    """Each cost's isolated time under `spec` (the kernel model's, or the roofline's)."""
-    from concurrency.timing.simulate import isolated_us
-
-    return [isolated_us(c, spec) for c in costs]

@@ -19,8 +19,13 @@ u = work ÷ (fixed + work) ∈ [0, 1]. Kernels that together ask for less than t
 at their isolated speed; otherwise every running kernel's work part stretches by
 max(1, u_max + (Σu − u_max) ÷ η), where η (`concurrency_efficiency`) is how well co-running
 kernels share: 1 is proportional sharing, below 1 they get in each other's way. A kernel alone
-is never stretched. The fixed part (launch latency, tail) never stretches: it is what streams
-hide.
+is never stretched. A share φ (`shared_fixed_fraction`) of the fixed part contends like work
+when kernels co-run; the rest (launch latency, tail) never stretches: it is what streams hide.
+
+No curve beats the datasheet: a kernel's work part is at least its roofline time at 100 % of
+the spec's peaks (bytes ÷ bandwidth, FLOPs ÷ its unit's peak) less its fixed part, so a curve
+fitted where a family is memory-bound (a GEMM at 64 columns) still pays for arithmetic where it
+is not (the same GEMM at 512 columns).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from concurrency.errors import ConfigError
 
 if TYPE_CHECKING:
     from concurrency.timing.cost import OpCost
+    from concurrency.timing.gpus import GpuSpec
 
 #: The curve every family without its own uses (fitted on all kernels together).
 DEFAULT_CLASS = "*"
@@ -109,6 +115,12 @@ class ClassCurve:
         return cls(**raw)
 
 
+def roofline_us(cost: OpCost, gpu: GpuSpec) -> float:
+    """A kernel's time at 100 % of the datasheet peaks: the bound no curve may beat."""
+    tflops = gpu.bf16_tflops if cost.tensor_cores else gpu.fp32_tflops
+    return max(cost.bytes_moved / (gpu.mem_bandwidth_gbps * 1e3), cost.flops / (tflops * 1e6))
+
+
 @dataclass(frozen=True)
 class KernelModel:
     """Fitted curves per kernel family, and how co-running kernels share the GPU."""
@@ -116,6 +128,10 @@ class KernelModel:
     curves: tuple[ClassCurve, ...]
     concurrency_efficiency: float = 1.0
     shared_fixed_fraction: float = 0.0
+    #: The widest projection (activation columns) the engine runs as a GEMV; wider ones take
+    #: the GEMM curve. LACE: 8 (cost.op_class's split); ggml-cuda on sm_90 with f16 weights: 1
+    #: (mmvf), its tensor-core mmf and cuBLAS above.
+    gemv_max_columns: int = 8
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "curves", tuple(self.curves))
@@ -133,6 +149,9 @@ class KernelModel:
         phi = self.shared_fixed_fraction
         if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not 0 <= phi <= 1:
             raise ConfigError(f"shared_fixed_fraction must be in [0, 1], got {phi!r}")
+        cols = self.gemv_max_columns
+        if isinstance(cols, bool) or not isinstance(cols, int) or cols < 1:
+            raise ConfigError(f"gemv_max_columns must be a whole number ≥ 1, got {cols!r}")
 
     @property
     def by_class(self) -> Mapping[str, ClassCurve]:
@@ -143,17 +162,26 @@ class KernelModel:
         by = self.by_class
         return by.get(op_class, by[DEFAULT_CLASS])
 
-    def isolated_us(self, cost: OpCost) -> float:
-        return self.curve(cost.op_class).isolated_us(cost) if cost.launches else 0.0
+    def curve_for(self, cost: OpCost) -> ClassCurve:
+        """The curve a kernel runs on: its family's, except a GEMV wider than
+        gemv_max_columns, which runs on the GEMM curve."""
+        if cost.op_class == "gemv" and cost.columns > self.gemv_max_columns:
+            return self.curve("gemm")
+        return self.curve(cost.op_class)
 
-    def shared_durations(self, costs: Sequence[OpCost]) -> list[float]:
-        """Each kernel's time if `costs` ran together for their whole life (µs)."""
+    def isolated_us(self, cost: OpCost, gpu: GpuSpec) -> float:
+        return self.shared_durations([cost], gpu)[0] if cost.launches else 0.0
+
+    def shared_durations(self, costs: Sequence[OpCost], gpu: GpuSpec) -> list[float]:
+        """Each kernel's time if `costs` ran together for their whole life (µs) on `gpu`
+        (whose datasheet peaks bound every curve from below)."""
         phi = self.shared_fixed_fraction if len(costs) > 1 else 0.0
         parts = []
         for c in costs:
-            curve = self.curve(c.op_class)
+            curve = self.curve_for(c)
             fixed = curve.fixed_us(c)
-            parts.append(((1 - phi) * fixed, curve.work_us(c) + phi * fixed))
+            work = max(curve.work_us(c), roofline_us(c, gpu) - fixed)
+            parts.append(((1 - phi) * fixed, work + phi * fixed))
         demand = [w / (f + w) if f + w > 0 else 0.0 for f, w in parts]
         stretch = 1.0
         if len(parts) > 1:
@@ -166,13 +194,15 @@ class KernelModel:
             "curves": [asdict(c) for c in self.curves],
             "concurrency_efficiency": self.concurrency_efficiency,
             "shared_fixed_fraction": self.shared_fixed_fraction,
+            "gemv_max_columns": self.gemv_max_columns,
         }
 
     @classmethod
     def from_dict(cls, raw: object) -> KernelModel:
         if not isinstance(raw, Mapping):
             raise ConfigError("kernel_model must be a JSON object with 'curves'")
-        unknown = sorted(set(raw) - {"curves", "concurrency_efficiency", "shared_fixed_fraction"})
+        known = {"curves", "concurrency_efficiency", "shared_fixed_fraction", "gemv_max_columns"}
+        unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"unknown kernel_model keys {unknown}")
         curves = raw.get("curves")
@@ -182,4 +212,5 @@ class KernelModel:
             tuple(ClassCurve.from_dict(c) for c in curves),
             raw.get("concurrency_efficiency", 1.0),
             raw.get("shared_fixed_fraction", 0.0),
+            raw.get("gemv_max_columns", 8),
         )

@@ -77,7 +77,7 @@ def shared_durations(costs: Sequence[OpCost], gpu: GpuSpec) -> list[float]:
     """How long each of `costs` would take in all if they ran together for their whole life
     (µs); the simulator uses it between two events, as a rate."""
     if gpu.kernel_model is not None:
-        return gpu.kernel_model.shared_durations(costs)
+        return gpu.kernel_model.shared_durations(costs, gpu)
     sm = gpu.sm_count
     demand = [min(c.grid_blocks, sm) for c in costs]
     scale = min(1.0, sm / sum(demand)) if demand else 1.0
