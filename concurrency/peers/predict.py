@@ -33,7 +33,6 @@ from concurrency.peers.results import PeerRow
 from concurrency.timing.calibrate import _fit_sum
 from concurrency.timing.cost import graph_costs
 from concurrency.timing.gpus import GpuSpec
-from concurrency.timing.kernel_model import KernelModel
 
 #: A prediction missing the measurement by more than this names its term.
 MISS_THRESHOLD = 0.15
@@ -93,7 +92,7 @@ def ggml_gdn_spec(spec: GpuSpec, rows: Sequence[PeerRow]) -> GpuSpec:
         raise LaceError("the peers' table has no ggml-cuda GATED_DELTA_NET times to fit")
     curve = _fit_sum("gdn", pd.DataFrame(samples))
     model = spec.kernel_model
-    curves = tuple(c for c in model.curves if c.op_class != "gdn") + (curve,)
+    curves = (*(c for c in model.curves if c.op_class != "gdn"), curve)
     ggml = dataclasses.replace(model, curves=curves, gemv_max_columns=GGML_GEMV_MAX_COLUMNS)
     return dataclasses.replace(spec, name=f"{spec.name}+ggml", kernel_model=ggml)
 
@@ -132,9 +131,13 @@ def class_times(graph: Graph, spec: GpuSpec) -> dict[str, float]:
 def _measured(rows: Sequence[PeerRow]) -> dict[tuple[int, int], float]:
     found = {}
     for r in rows:
-        if r.peer == "llama.cpp" and r.case == MODEL_CASE and r.median_us is not None:
-            if r.variant.startswith("batched-bench"):
-                found[(int(r.variant[-1]), r.batch)] = r.median_us
+        if (
+            r.peer == "llama.cpp"
+            and r.case == MODEL_CASE
+            and r.median_us is not None
+            and r.variant.startswith("batched-bench")
+        ):
+            found[(int(r.variant[-1]), r.batch)] = r.median_us
     return found
 
 
