@@ -53,10 +53,11 @@ def run(args: argparse.Namespace, progress: Progress) -> Result:
     folder = args.data if args.data is not None else default_folder()
     cal = calibrate(folder, base=args.base, splits=args.holdout, on_step=progress.update)
     out = args.out if args.out is not None else default_spec_path(cal)
-    command = "lace calibrate " + shlex.join(
-        ["--data", str(folder), "--out", str(out), "--base", args.base]
-        + [a for name in (args.holdout or []) for a in ("--holdout", name)]
-    )
+    given = [] if args.data is None else ["--data", str(args.data)]
+    given += [] if args.out is None else ["--out", str(args.out)]
+    given += ["--base", args.base]
+    given += [a for name in (args.holdout or []) for a in ("--holdout", name)]
+    command = "lace calibrate " + shlex.join(given)
     progress.update(f"writing {out}")
     path, entry = write_calibration(cal, out, command)
     summary = cal.summary(("split", "schedule"))
