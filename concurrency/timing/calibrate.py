@@ -4,9 +4,10 @@ was not fitted on.
 Inputs (built from a recording by `concurrency.calibration`, or by hand in tests):
 
 - kernel samples: one row per kernel of a one-stream measured timeline (KERNEL_COLUMNS):
-  its configuration (model, batch), family (`cost.op_class`), bytes, FLOPs, columns, outputs
-  and measured duration. Multi-stream kernels are left out: co-running kernels stretch each
-  other, so their durations do not say what a kernel costs alone.
+  its configuration (model, batch), family (`cost.op_class`), bytes, FLOPs, columns, outputs,
+  whether it runs on tensor cores, and its measured duration. Multi-stream kernels are left
+  out: co-running kernels stretch each other, so their durations do not say what a kernel
+  costs alone.
 - launch gaps: the idle time between consecutive kernels of a one-stream timeline.
 - step cases (`StepCase`): a graph, the schedule it ran with and its measured step time (the
   median of many CUDA-graph replays), one stream or the schedule's streams.
@@ -62,6 +63,7 @@ KERNEL_COLUMNS = (
     "flops",
     "columns",
     "outputs",
+    "tensor_cores",
     "duration_us",
 )
 #: A family needs this many kernels, of at least MIN_SIZES distinct sizes, for its own curve.
@@ -164,6 +166,7 @@ def kernel_samples(
                 "flops": cost.flops,
                 "columns": cost.columns,
                 "outputs": cost.outputs,
+                "tensor_cores": cost.tensor_cores,
                 "duration_us": span.duration_us,
             }
         )
