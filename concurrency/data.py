@@ -28,10 +28,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SCHEMA = "lace-data-manifest/2"
-#: What a recorded file holds: a measured Timeline, the replay-time table, the race table, or
-#: the peers' table (`lace bench --peers`: LACE beside fla, ggml-cuda and llama.cpp, one run).
-TIMELINE, REPLAYS, RACE, PEERS = "timeline", "replays", "race", "peers"
-KINDS = (TIMELINE, REPLAYS, RACE, PEERS)
+#: What a recorded file holds: a measured Timeline, the replay-time table, the race table,
+#: the peers' table (`lace bench --peers`: LACE beside fla, ggml-cuda and llama.cpp, one run),
+#: or a GPU spec calibrated on the folder's recordings (`lace calibrate`).
+TIMELINE, REPLAYS, RACE, PEERS, GPU_SPEC = "timeline", "replays", "race", "peers", "gpu-spec"
+KINDS = (TIMELINE, REPLAYS, RACE, PEERS, GPU_SPEC)
 SOURCES = ("measured", "simulated")
 FIELDS = (
     "file",
@@ -241,6 +242,10 @@ def _check_file(folder: Path, entry: DataEntry, where: str) -> None:
         from concurrency.peers.results import load_results
 
         load_results(target)
+    elif entry.kind == GPU_SPEC:
+        from concurrency.timing.gpus import load_gpu_spec
+
+        load_gpu_spec(target)
     else:
         read_table(target, entry.kind)
 

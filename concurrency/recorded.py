@@ -16,6 +16,7 @@ from pathlib import Path
 from concurrency.data import TIMELINE, DataEntry, load_manifest
 from concurrency.errors import UnknownNameError
 from concurrency.execute.gpu.cases import MULTI, ONE, CaseContext, GpuCase, Placed
+from concurrency.timing.gpus import GpuSpec
 from concurrency.timing.timeline import Timeline
 
 #: Bytes per weight the simulator charges for each executor weight type.
@@ -61,9 +62,10 @@ class RecordedTimeline:
         streams = "one stream" if self.kind == ONE else f"{self.entry.streams} streams"
         return f"{c.label}, {self.entry.policy}, {streams}: {self.label}"
 
-    def simulated(self, gpu: str | None = None) -> Timeline:
+    def simulated(self, gpu: str | GpuSpec | None = None) -> Timeline:
         """The simulator's timeline for the same graph and schedule (CUDA-graph launches) on
-        `gpu` (default: the spec named like the recording's device)."""
+        `gpu` (a table name or a spec, e.g. a calibrated one; default: the spec named like the
+        recording's device)."""
         from concurrency.timing.simulate import simulate
 
         spec = gpu or gpu_spec_for(self.entry.device) or "h200"

@@ -14,142 +14,171 @@
 # ---
 
 # %% [markdown]
-# # 04 · Streams and overlap: what running the branches side by side buys
+# # 04 · Streams and overlap: measured against predicted
 #
-# LACE's simulator predicts a timeline for a schedule on a GPU spec: each stream issues its
-# kernels in order, a kernel starts a launch gap after its stream and its waits are done, and
-# the kernels running at the same moment share the SMs and the memory bandwidth (roofline per
-# kernel; `concurrency/timing/simulate.py` lists every assumption). This notebook asks how much one
-# Gated DeltaNet layer gains from the four-branch fork on several GPUs, how that changes with
-# batch size, where the gain comes from, where it stops, and how the model compares with the
-# speedups PR #21897 measured.
+# LACE's simulator predicts a step's timeline from a graph, a stream schedule and a GPU spec
+# (`concurrency/timing/simulate.py`). With only a datasheet it is a roofline: every kernel at a
+# fixed fraction of the peak bandwidth or FLOP rate, 2.5 µs between kernels. This notebook
+# holds it against what the H200 measured (`data/`: CUDA-graph replay medians of Qwen3.5-27B
+# and 0.8B layers and 4-layer stacks at B = 1…64, CUPTI timelines at B = 1, 8, 64), then
+# calibrates it (`lace calibrate`) and asks three questions:
 #
-# Vocabulary (Holistic Trace Analysis names where there is one): **makespan** is first kernel
-# start to last kernel end; **concurrency** the time with at least two kernels running;
-# **overlap ratio** = concurrency ÷ the time at least one kernel runs; **critical path** the
-# longest dependency chain of kernels at their isolated times plus launch gaps (no schedule
-# beats it); **work bound** all bytes at full bandwidth (no schedule beats that either).
+# 1. How far off is the datasheet model, and how far the calibrated one **on configurations it
+#    was not fitted on**?
+# 2. Does a calibrated timeline look like the measured one, stream by stream?
+# 3. Can it predict an engine it never saw run: upstream llama.cpp's decode steps?
+#
+# What `lace calibrate` fits (`concurrency/timing/calibrate.py`): per kernel family (GEMV,
+# GEMM, gathers, copies, element-wise, norms, the gated delta rule, attention, …) a curve
+# *latency + bytes ÷ bandwidth + FLOPs ÷ rate* on the one-stream CUPTI kernels (the GEMV also
+# pays per activation column, and overlaps its bytes with its arithmetic); the launch gap of
+# CUDA-graph replay (the median gap between kernels on one stream); and how kernels on other
+# streams stretch each other (η, φ: `concurrency/timing/kernel_model.py`), on the multi-stream
+# step times. Vocabulary: **step time** is the median of many CUDA-graph replays; **error** is
+# (predicted − measured) ÷ measured.
 
 # %% tags=["parameters"]
+DATA = None  # a data folder with a manifest; None: the repository's data/
 MODEL = "qwen3.5-27b"
-GPUS = ["h100", "h200", "rtx5090", "rtx4090", "a100", "l40s"]
-BATCHES = [1, 2, 4, 8, 16, 32, 64]
+LAYER = "gdn"
+BATCH = 1
+SPLIT = "batch"
 
 # %%
 import pandas as pd
 
-from concurrency.graph.builders import build_graph
-from concurrency.render import vega
-from concurrency.render.timeline_chart import speedup_chart, timeline_chart
-from concurrency.timing.stream_study import (
-    compare_streams,
-    launch_gap_sweep,
-    pr_21897_comparison,
-    speedup_sweep,
+from concurrency.data import default_folder
+from concurrency.prediction import (
+    CalibrationView,
+    calibration_data,
+    family_errors,
+    llama_tables,
+    remaining_misses,
+    timeline_triple,
 )
+from concurrency.render import vega
+from concurrency.render.timeline_chart import timeline_chart
+from concurrency.timing.metrics import makespan_us
 
 vega.enable()  # charts draw with the Vega that ships with LACE: no network needed
+pd.set_option("display.max_colwidth", 200)
 
-COLUMNS = ["device", "batch", "serial_us", "parallel_us", "critical_path_us", "work_bound_us"]
-COLUMNS += ["speedup", "overlap_ratio", "closeness"]
-
-# %% [markdown]
-# ## One GDN layer, one stream against five, on six GPUs
-# Decode, one sequence, bf16 weights, CUDA-graph launches. `parallel_us` is the general
-# detector's schedule (the main stream plus one stream per branch: qkv, alpha, beta, z).
-
-# %%
-pd.DataFrame(speedup_sweep(MODEL, "gdn", [1], GPUS))[COLUMNS].round(3)
+folder = default_folder() if DATA is None else DATA
+view = CalibrationView.from_folder(folder)
+data = calibration_data(folder)
+print(f"calibrated spec {view.spec.name}: {view.path}")
+print(f"fitted on {view.fit['kernel_samples']} kernels, {view.fit['step_cases']} step times")
 
 # %% [markdown]
-# The layer gains 7–24 %: most on the fast-memory GPUs (H200, H100), where each kernel is
-# shortest and the fixed launch gaps weigh most; least on the L40S and RTX 4090. For scale,
-# the lent H200 measured a PyTorch-style version of this layer at 148 µs on one stream and
-# 126 µs on four (1.17×, gdn-reference §6.3); the simulated ggml-style layer has different
-# kernels (it gathers and writes back the recurrent state as separate copies), so compare the
-# speedups rather than the times.
+# ## 1 · Held-out error, before and after
+# Each split fits on some (model, batch) configurations and scores only the others:
+# **batch** fits B = 1, 8, 64 (the batches with timelines) of both models and tests B = 2, 4,
+# 16, 32; **model** fits one model at every batch and tests the other; **cross** fits one
+# model at B = 1, 8, 64 and tests the other model's other batches. *Before* is the datasheet
+# H200; *after* the spec fitted on the split's fit side. One stream is the `sequential` plan on
+# the serial schedule, multi-stream the `happens_before` plan on the detector's five streams.
+
+# %%
+summary = view.summary()
+summary.round(3)
 
 # %% [markdown]
-# ## Speedup against batch size
+# Per layer kind (the goal is ≤ 10 % median and ≤ 20 % worst):
 
 # %%
-sweep = pd.DataFrame(speedup_sweep(MODEL, "gdn", BATCHES, ["h100", "h200", "rtx5090"]))
-speedup_chart(sweep)
-
-# %%
-sweep[COLUMNS].round(3)
+view.summary(("split", "layer", "schedule")).round(3)
 
 # %% [markdown]
-# ## Where the overlap comes from
-# The one-stream timeline, then the five-stream one, for B = 1 on an H100 (hover for the
-# node). On one stream every kernel waits for the one before it plus a launch gap. On five,
-# the four projections start together right after `attn_norm`, each branch pays its own launch
-# gaps while the others run, and the recurrent-state gather on the main stream overlaps them.
+# The `SPLIT` split case by case:
 
 # %%
-b1 = compare_streams(build_graph(MODEL, "gdn", "decode", 1), "h100")
-timeline_chart(b1.serial)
-
-# %%
-timeline_chart(b1.parallel)
-
-# %%
-pd.DataFrame(b1.rows()).round(3)
+view.by_layer_batch(SPLIT).round(3)
 
 # %% [markdown]
-# How much of the gain is launch latency? The same layer with the CUDA-graph launch gap set
-# to 0, 1, 2.5 and 5 µs:
+# ## 2 · The fitted terms
+# One row per kernel family, from the spec fitted on every configuration (the one `lace
+# simulate --gpu` reads): its latency, µs per MB and per GFLOP, the bandwidth a large kernel of
+# the family reaches (and its fraction of the H200's 4.8 TB/s), and the size at which it
+# reaches half of that (`half_size_mb`: the saturating efficiency curve MB ÷ (MB + half
+# size)). Below it, how each split's sharing terms came out.
 
 # %%
-gaps = launch_gap_sweep(build_graph(MODEL, "gdn", "decode", 1), "h100")
-pd.DataFrame(gaps)[["launch_gap_us", "serial_us", "parallel_us", "speedup"]].round(3)
-
-# %% [markdown]
-# With no gap the streams gain almost nothing: in this model the gain is launch latency hidden
-# behind other streams. The large kernels (the qkv, z and output projections, the state
-# copies) are memory-bound and each can pull the whole bandwidth, so sharing the GPU does not
-# make them faster together; the small ones (alpha, beta, the gates) are too short to matter.
-#
-# ## Where it stops paying
-# - **Large batches.** The state traffic (8·Hv·S² bytes per sequence) grows with B while the
-#   gaps stay fixed, and the memory-bound kernels fill the GPU alone: on an H100 the speedup
-#   falls from 1.19× at B = 1 to 1.09× at B = 64 (not monotonically: the hidden share depends
-#   on which kernel ends up on the longest branch).
-# - **Eager launches.** One host thread launches every kernel ~10 µs apart whatever its stream.
-#   At B = 1 the host sets the pace and five streams gain nothing (1.00×, makespan = bound); at
-#   B = 64 the kernels are long enough for the GPU to run ahead and the gain comes back:
+view.terms().round(3)
 
 # %%
-eager = speedup_sweep(MODEL, "gdn", [1, 64], ["h100"], launch="eager")
-pd.DataFrame(eager)[COLUMNS].round(3)
+view.splits().round(3)
 
 # %% [markdown]
-# - **Short launch gaps.** Whatever shortens the gap (fused kernels, programmatic dependent
-#   launch) shrinks the speedup with it.
-#
-# ## Against PR #21897 (RTX 5090, whole model, pp512 in ubatches of 1–8)
-# The PR reported 1.05–1.06× for Qwen3.5-27B (Q4_K_M) and 0.96× / 1.07× for the
-# 35B-A3B MoE at ubatch 1 / 2. Below: the same whole-model graphs (one sequence of `ubatch`
-# tokens, 0.6 bytes per weight for Q4_K) simulated with a 1 µs and a 2.5 µs launch gap.
+# ## 3 · A timeline beside its prediction
+# The measured multi-stream timeline of the `MODEL` `LAYER` layer at B = `BATCH` (CUPTI), the
+# calibrated simulation of the same graph and schedule, and the datasheet one.
 
 # %%
-pr = pd.DataFrame(pr_21897_comparison())
-pr.round(3)
+triple = timeline_triple(folder, view.spec, model=MODEL, layer=LAYER, batch=BATCH)
+spans = {
+    "measured": makespan_us(triple.recorded.timeline),
+    "calibrated": makespan_us(triple.calibrated),
+    "datasheet": makespan_us(triple.datasheet),
+}
+pd.Series(spans, name="makespan_us").round(1)
+
+# %%
+timeline_chart(triple.recorded.timeline, title=triple.recorded.title())
+
+# %%
+timeline_chart(triple.calibrated, title=f"calibrated prediction on {view.spec.name}")
+
+# %%
+timeline_chart(triple.datasheet, title="datasheet prediction (h200, uncalibrated)")
 
 # %% [markdown]
-# **Where the model agrees and where it does not.**
-# - *27B dense:* with a 1 µs gap the model predicts 1.06× at every ubatch, which is what the PR
-#   measured, and 75 tokens/s on one stream at ubatch 1 against the PR's 69.5. With our default
-#   2.5 µs gap it predicts 1.13×, twice the measured gain: llama.cpp's CUDA-graph replay on a
-#   5090 seems to cost nearer 1 µs per kernel than 2.5.
-# - *27B throughput at larger ubatches:* the model scales tokens/s almost linearly (581 at
-#   ubatch 8) while the PR measured 280: it counts quantized weights as bytes only and has no
-#   cost for dequantization or for the quantized matmul kernels' own limits, so it misses where
-#   those kernels stop being memory-bound.
-# - *35B-A3B MoE:* the model predicts 1.22–1.34×; the PR measured a *loss* at ubatch 1 (0.96×)
-#   and 1.07× at 2. The model charges nothing for recording and waiting on events, and its
-#   schedule runs every fork LACE's general detector finds (the MoE FFN's router, shared
-#   expert and expert branches included), which need not be what the PR runs concurrently.
-#   Both push the prediction up; the MoE row is where the simulator is least trustworthy.
-# - The simulator is a calibration target, not a measurement: `metrics.compare` sets it against
-#   a recorded timeline kernel by kernel once a GPU run is available.
+# ## 4 · Predicting upstream llama.cpp
+# llama.cpp's own schedule (one stream with `GGML_CUDA_GRAPH_OPT=0`; ggml-cuda's detector with
+# `=1`, which forks only at B = 1, on the attention Q/K/V) simulated with the calibrated
+# curves, against the step times `lace bench --peers` measured (llama-batched-bench, host wall
+# time per decode step, CUDA graphs on). What the prediction assumes:
+
+# %%
+llama = llama_tables(folder, view.spec)
+for line in llama["assumptions"]:
+    print("-", line)
+
+# %%
+llama["decode"].round(3)
+
+# %% [markdown]
+# Where the prediction misses by more than 15 %, the term of the model that misses, named
+# from the figures (`concurrency.peers.predict.miss_terms`):
+
+# %%
+llama["misses"]
+
+# %% [markdown]
+# What that missing term looks like: a + b·B fitted on the residual of B = 1, 4, 16, 64 and
+# added to the prediction at the other batches (this uses llama.cpp's own step times, so it
+# describes the miss; it does not predict from LACE's recording):
+
+# %%
+a, b = llama["host_term_us"]
+print(f"a = {a:.0f} µs per step, b = {b:.0f} µs per sequence")
+llama["host"].round(3)
+
+# %% [markdown]
+# Prefill: batched-bench's prompt phase (B sequences of 128 tokens, in ubatches of ≤ 512
+# tokens) was not recorded, so there is **no measurement to compare against**; the prediction
+# alone:
+
+# %%
+llama["prefill"].round(1)
+
+# %% [markdown]
+# ## 5 · What the model still gets wrong
+# Computed from the recording and the fit: the worst held-out steps, the kernel families the
+# curves fit worst (on the kernels they were fitted on), kernels whose time depends on more
+# than their shape, and how the sharing terms move between splits.
+
+# %%
+remaining_misses(view, data)
+
+# %%
+family_errors(data, view.spec).round(3)

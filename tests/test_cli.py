@@ -176,6 +176,16 @@ JSON_COMMANDS = [
         ["bench", "--from-data", str(REPO / "tests" / "data" / "gpu-recording")], id="bench"
     ),
     pytest.param(
+        [
+            "calibrate",
+            "--data",
+            str(REPO / "tests" / "data" / "gpu-recording"),
+            "--out",
+            "{tmp}/spec.json",
+        ],
+        id="calibrate",
+    ),
+    pytest.param(
         ["fidelity", "--models", "tiny", "--batches", "1"],
         id="fidelity",
         marks=pytest.mark.skipif(not _oracle_loads(), reason="the ggml oracle is not built"),

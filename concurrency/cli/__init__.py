@@ -53,6 +53,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("run", "execute plans on the CPU and compare with float64"),
     Command("fidelity", "compare LACE's plans with ggml-alloc itself, or with the running engine"),
     Command("simulate", "predict a timeline on a GPU spec: streams vs one"),
+    Command("calibrate", "fit the simulator on a recording; held-out error; a calibrated spec"),
     Command("sweep", "plan and simulate a grid of cases on a Dask cluster, into Parquet"),
     Command("record", "on a GPU: the race experiment and replay timings, written under data/"),
     Command("bench", "one stream vs the schedule's streams on a GPU, or --from-data without one"),

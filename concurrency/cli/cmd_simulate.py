@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpu",
         default="h100",
-        help=f"GPU table name ({', '.join([*ALIASES, *GPUS])}) or a JSON spec file (default: h100)",
+        help=f"GPU table name ({', '.join([*ALIASES, *GPUS])}) or a JSON spec file, e.g. one "
+        "`lace calibrate` wrote (default: h100)",
     )
     p.add_argument(
         "--max-streams",
@@ -61,11 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, progress: Progress) -> Result:
-    from concurrency.timing.gpus import GpuSpec, get_gpu
+    from concurrency.timing.gpus import get_gpu, spec_from_document
     from concurrency.timing.stream_study import compare_streams
 
     if args.gpu.lower().endswith(".json"):
-        gpu = GpuSpec.from_dict(read_json_object(args.gpu, "GPU spec"))
+        gpu = spec_from_document(read_json_object(args.gpu, "GPU spec"), args.gpu)
     else:
         gpu = get_gpu(args.gpu)
     graph = graph_from_args(args, progress)

@@ -23,6 +23,12 @@ K until about 128 blocks are in flight, as cuBLAS does for skinny shapes), GEMVs
 (≤ 8 output columns) one block per output row as ggml's mul_mat_vec does, row-wise ops one
 block per row, the GDN recurrence one block per (value head, sequence), and element-wise ops
 one block per 256 output elements; always at least 1.
+
+`op_class` sorts a node into the kernel family that runs it (the unit a calibrated GPU spec
+fits one curve for, `concurrency.timing.kernel_model`): a projection with ≤ 8 activation
+columns is a weight-streaming GEMV, a wider one a tensor-core GEMM (LACE's executor switches
+there, `execute.gpu.launch.GEMV_MAX_COLUMNS`); copies split by whether their source is
+contiguous (a strided source gathers scattered rows).
 """
 
 from __future__ import annotations
@@ -83,6 +89,9 @@ class OpCost:
     bytes_written: float
     grid_blocks: int
     tensor_cores: bool = False
+    op_class: str = ""  # the kernel family (OP_CLASSES); "" for a node that launches nothing
+    columns: int = 0  # activation columns (tokens) the node works on: a GEMV's batch
+    outputs: int = 0  # output elements
 
     @property
     def launches(self) -> bool:
@@ -122,8 +131,75 @@ def node_cost(graph: Graph, name: str, weight_bytes_per_param: float = 2) -> OpC
     if t.op == "MUL_MAT_ID":
         read += _expert_weight_bytes(t, srcs, weight_bytes_per_param)
     return OpCost(
-        name, float(flops), float(read), written, max(1, int(blocks)), t.op in TENSOR_CORE_OPS
+        name,
+        float(flops),
+        float(read),
+        written,
+        max(1, int(blocks)),
+        t.op in TENSOR_CORE_OPS,
+        op_class(graph, name),
+        _columns(t, srcs),
+        t.nelements,
     )
+
+
+#: Kernel families, in the order tables list them ("other": no family of its own).
+OP_CLASSES = (
+    "gemv",
+    "gemm",
+    "gather",
+    "copy",
+    "strided_copy",
+    "concat",
+    "set_rows",
+    "elementwise",
+    "norm",
+    "rope",
+    "conv",
+    "gdn",
+    "attention",
+    "moe_matmul",
+    "other",
+)
+_ELEMENTWISE_OPS = frozenset(
+    {"ADD", "ADD1", "ADD_ID", "SUB", "MUL", "DIV", "SCALE", "CLAMP", "SQR", "SQRT", "LOG"}
+    | {"UNARY", "GLU", "REPEAT", "FILL"}
+)
+_SINGLE_CLASS = {
+    "GET_ROWS": "gather",
+    "CONCAT": "concat",
+    "SET_ROWS": "set_rows",
+    "ROPE": "rope",
+    "SSM_CONV": "conv",
+    "GATED_DELTA_NET": "gdn",
+    "FLASH_ATTN_EXT": "attention",
+    "MUL_MAT_ID": "moe_matmul",
+}
+
+
+def op_class(graph: Graph, name: str) -> str:
+    """The kernel family of node `name` (one of OP_CLASSES; "" when it launches nothing)."""
+    t = graph[name]
+    if not launches_kernel(t):
+        return ""
+    if t.op == "MUL_MAT":
+        return "gemv" if _columns(t, [graph[s] for s in t.srcs]) <= _GEMV_MAX_COLUMNS else "gemm"
+    if t.op in ("CPY", "CONT", "DUP"):
+        return "copy" if graph[t.srcs[0]].is_contiguous else "strided_copy"
+    if t.op in _ELEMENTWISE_OPS:
+        return "elementwise"
+    if t.op in _ROW_OPS and t.op != "ARGSORT":
+        return "norm"
+    return _SINGLE_CLASS.get(t.op, "other")
+
+
+def _columns(t: Tensor, srcs: list[Tensor]) -> int:
+    """The activation columns a node works on: a projection's input columns, else its output
+    rows beyond the first dimension's (ggml's ne1·ne2·ne3 of the output)."""
+    if t.op in ("MUL_MAT", "MUL_MAT_ID") and len(srcs) > 1:
+        x = srcs[1]
+        return max(1, x.nelements // max(1, x.shape[0]))
+    return max(1, t.nelements // max(1, t.shape[0]))
 
 
 def _element_bytes(t: Tensor, weight_bytes_per_param: float) -> float:

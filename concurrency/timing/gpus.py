@@ -9,6 +9,12 @@ until someone measures them. A spec built from measured numbers should set both 
 
 Launch gaps: ~2.5 µs between dependent kernels when a CUDA graph is replayed, ~10 µs per
 kernel when Python launches eagerly (the DEVELOPERS guidance).
+
+A calibrated spec (`lace calibrate`) carries a `kernel_model` (concurrency.timing.kernel_model):
+per kernel family a curve fitted on measured kernels, which the simulator uses instead of the
+roofline, and the launch gap measured in CUDA-graph replay. `load_gpu_spec` reads a spec file:
+a plain spec object, or the calibrated document `lace calibrate` writes (its `spec` plus the
+fit's provenance).
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 from concurrency.errors import ConfigError, UnknownNameError
+from concurrency.timing.kernel_model import KernelModel
 
 LAUNCH_GAP_GRAPH_US = 2.5
 LAUNCH_GAP_EAGER_US = 10.0
@@ -40,6 +48,7 @@ class GpuSpec:
     source: str = ""
     bandwidth_efficiency: float = 0.88
     compute_efficiency: float = 0.80
+    kernel_model: KernelModel | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.sm_count, int) or self.sm_count <= 0:
@@ -56,6 +65,13 @@ class GpuSpec:
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ConfigError(f"GPU {self.name!r}: {field} must be in (0, 1], got {value!r}")
+        if self.kernel_model is not None and not isinstance(self.kernel_model, KernelModel):
+            raise ConfigError(f"GPU {self.name!r}: kernel_model must be a KernelModel or None")
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether kernel times come from measured curves rather than the roofline."""
+        return self.kernel_model is not None
 
     @property
     def bytes_per_us(self) -> float:
@@ -68,7 +84,9 @@ class GpuSpec:
         return tflops * 1e6 * self.compute_efficiency
 
     def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["kernel_model"] = None if self.kernel_model is None else self.kernel_model.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> GpuSpec:
@@ -85,7 +103,33 @@ class GpuSpec:
         missing = sorted(required - set(data))
         if missing:
             raise ConfigError(f"GPU spec is missing {missing}; give every one of them")
-        return cls(**data)  # type: ignore[arg-type]
+        values = dict(data)
+        if values.get("kernel_model") is not None:
+            values["kernel_model"] = KernelModel.from_dict(values["kernel_model"])
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ConfigError(f"GPU spec has a bad value ({exc})") from None
+
+
+#: The schema of the calibrated spec document `lace calibrate` writes.
+CALIBRATED_SCHEMA = "lace-gpu-spec/1"
+
+
+def spec_from_document(doc: Mapping[str, object], where: str = "GPU spec") -> GpuSpec:
+    """A spec from a JSON object: either the spec's own fields, or a calibrated document
+    ({"schema": "lace-gpu-spec/1", "spec": {...}, "fit": {...}})."""
+    if "schema" in doc:
+        if doc["schema"] != CALIBRATED_SCHEMA:
+            raise ConfigError(
+                f"{where}: schema {doc['schema']!r} is not {CALIBRATED_SCHEMA!r}; write it with "
+                "`lace calibrate`"
+            )
+        spec = doc.get("spec")
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{where}: a calibrated document needs a 'spec' object")
+        return GpuSpec.from_dict(spec)
+    return GpuSpec.from_dict(doc)
 
 
 _H100 = GpuSpec(
@@ -175,3 +219,23 @@ def get_gpu(gpu: str | GpuSpec) -> GpuSpec:
         return GPUS[key]
     except KeyError:
         raise UnknownNameError("GPU", gpu, [*GPUS, *ALIASES]) from None
+
+
+def load_gpu_spec(path: str | Path) -> GpuSpec:
+    """A spec from a JSON file (a plain spec object or a calibrated document); one ConfigError
+    naming the file and the problem otherwise."""
+    import json
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"GPU spec file {path} not found; check the path") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"GPU spec file {path} cannot be read as JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"GPU spec file {path} must hold a JSON object")
+    try:
+        return spec_from_document(doc, str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -24,6 +24,9 @@ The model, and what it assumes:
   bytes / bandwidth share) in all; it progresses at the inverse of that rate, piecewise
   constant between events (a start or a finish), so a kernel slows down while others run.
 - **Peaks.** Datasheet peaks times the spec's efficiency fractions (see concurrency.timing.gpus).
+- **Calibrated specs.** A spec with a `kernel_model` (`lace calibrate`) replaces the roofline
+  and the SM/bandwidth sharing above by measured curves per kernel family and a fitted
+  sharing rule (concurrency.timing.kernel_model); streams, waits and launch gaps stay as here.
 - **Left out.** Caches (every byte comes from DRAM), occupancy and wave quantisation,
   tail effects, clock changes, host work other than launching, and event-record costs.
 
@@ -73,6 +76,8 @@ def launch_model(gpu: GpuSpec, costs: Sequence[OpCost], launch: str) -> LaunchMo
 def shared_durations(costs: Sequence[OpCost], gpu: GpuSpec) -> list[float]:
     """How long each of `costs` would take in all if they ran together for their whole life
     (µs); the simulator uses it between two events, as a rate."""
+    if gpu.kernel_model is not None:
+        return gpu.kernel_model.shared_durations(costs, gpu)
     sm = gpu.sm_count
     demand = [min(c.grid_blocks, sm) for c in costs]
     scale = min(1.0, sm / sum(demand)) if demand else 1.0
@@ -142,8 +147,12 @@ def simulate(
         source="simulated",
         notes=(
             f"weights at {weight_bytes_per_param:g} bytes per parameter",
-            f"{spec.name}: {spec.bandwidth_efficiency:.0%} of {spec.mem_bandwidth_gbps:g} GB/s,"
-            f" {spec.compute_efficiency:.0%} of peak FLOP/s",
+            f"{spec.name}: kernel times from curves fitted on measured kernels "
+            f"({len(spec.kernel_model.curves)} families), launch gap "
+            f"{spec.launch_gap_graph_us:.2f} µs"
+            if spec.kernel_model is not None
+            else f"{spec.name}: {spec.bandwidth_efficiency:.0%} of {spec.mem_bandwidth_gbps:g} "
+            f"GB/s, {spec.compute_efficiency:.0%} of peak FLOP/s",
         ),
     )
     return Timeline(spans, meta)
