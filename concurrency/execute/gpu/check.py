@@ -11,7 +11,7 @@ through cuBLASLt, which needs its activations in the weight's type: the device r
 * modelled — the reference fed, at each such projection, the very activations the device cast
   (read back from the scratch region), after checking that they ARE its own exact activations
   rounded to nearest (`rounding_excess` ≤ 1: every element within half an ulp of the type, plus
-  a 5e-5 RMS allowance for the f32-vs-float64 difference upstream); likewise it continues from
+  a 1e-4 RMS allowance for the f32-vs-float64 difference upstream); likewise it continues from
   the K/V rows the device stored in its f16 cache (`f16_stores`, checked the same way), so the
   activations downstream of attention agree to f32 noise too. The reference then computes
   what the device computes, so fp32's threshold holds: 1e-5 (gdn-reference §5.4; the CPU
@@ -65,14 +65,17 @@ ROUNDING_MARGIN = 2.0
 #: Significand bits (with the implicit one) and smallest normal exponent of the cast types.
 _PRECISION = {"f16": (11, -14), "bf16": (8, -126)}
 #: RMS-relative allowance for the f32-vs-float64 difference of an activation before its cast.
-CAST_NOISE = 5e-5
+#: Per-head normalisation amplifies upstream f32 noise where a head's output is small: on the
+#: H200 the input of `linear_attn_out-1` (gated RMS norm after the tensor-core chunked GDN form,
+#: 27B-scaled 4-layer stack, 64 prompt tokens) had one element of 49 152 off by 5.5e-5 of the
+#: tensor's RMS. 1e-4 covers it and is still a fifth of half an ulp at the RMS (f16: ≥ 2.4e-4),
+#: so truncation or a wrong type still shows as ≥ 1.5 half-ulps.
+CAST_NOISE = 1e-4
 #: Per-element allowance for the same f32-vs-float64 difference: an element within f32 noise of a
 #: rounding midpoint rounds the other way on the device, so its cast can sit that far beyond half
-#: an ulp of the reference's value. The 4-layer stacks measured 1.038 half-ulps with no such
-#: allowance (one-pass GDN) and 1.071 with 2e-5 of |x| (the tensor-core 3xTF32 chunked form:
-#: ≈ 4e-5 |x| of f32 noise on that element); 8e-5 of |x| is a sixth of the smallest half ulp
-#: (f16: 2.4e-4 |x|), so truncation or a wrong type still shows as ≥ 1.5 half-ulps.
-CAST_NOISE_REL = 8e-5
+#: an ulp of the reference's value. 2e-5 of |x| covers the 4-layer stacks (one measured 1.038
+#: half-ulps without it on the H200).
+CAST_NOISE_REL = 2e-5
 #: New K/V rows are rounded to the f16 cache on the device (the reference keeps them exact):
 #: ≈ 3e-4 RMS relative per element, a few 1e-4 after attention.
 TOL_KV_F16 = 3e-3
