@@ -12,7 +12,10 @@
 # (TF32, ~1e-3) instead of its float64-capable torch functions in the comparison tests.
 set -u
 cd "$(dirname "$0")/.."
-SITE=/tmp/site
+# A site directory of this script's own, emptied first: a warm machine keeps what an earlier
+# script installed (gpu_peers.sh's fla would make transformers pick fla's Triton kernels here).
+SITE=/tmp/site-check
+rm -rf "$SITE"
 PY=python3
 wheels=()
 for pattern in nvmath_python cupti_python; do

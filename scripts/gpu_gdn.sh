@@ -18,7 +18,10 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gdn-out}
 mkdir -p "$OUT"
-SITE=/tmp/site
+# A site directory of this script's own, emptied first: a warm machine keeps what an earlier
+# script installed (gpu_peers.sh's fla would make transformers pick fla's Triton kernels here).
+SITE=/tmp/site-gdn
+rm -rf "$SITE"
 PY=python3
 wheels=()
 for w in .whl/nvmath_python-*.whl; do [ -e "$w" ] && wheels+=("$w"); done

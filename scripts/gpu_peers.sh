@@ -10,7 +10,10 @@
 # llama-model.log; stdout is the progress log and the table (`tee $OUT/peers-log.txt`).
 set -u
 cd "$(dirname "$0")/.."
-SITE=/tmp/site
+# A site directory of this script's own, emptied first: a warm machine keeps what an earlier
+# script installed (gpu_peers.sh's fla would make transformers pick fla's Triton kernels here).
+SITE=/tmp/site-peers
+rm -rf "$SITE"
 PY=python3
 wheels=()
 for pattern in nvmath_python fla_core; do

@@ -18,7 +18,10 @@ set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-record}"
 mkdir -p "$OUT"
-SITE=/tmp/site
+# A site directory of this script's own, emptied first: a warm machine keeps what an earlier
+# script installed (gpu_peers.sh's fla would make transformers pick fla's Triton kernels here).
+SITE=/tmp/site-record
+rm -rf "$SITE"
 PY=python3
 T0=$(date +%s)
 wheels=()
