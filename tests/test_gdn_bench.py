@@ -15,10 +15,33 @@ from concurrency.execute.gpu import reference_inputs
 from concurrency.peers import gdn_bench
 from concurrency.peers.cases import GdnDims
 
+PEERS = {
+    (1, 1): {"lace": 4.5, "fla": 5.0, "ggml-cuda": 3.0},
+    (4, 1): {"lace": 10.0, "fla": 7.3, "ggml-cuda": 8.0},
+    (1, 512): {"lace": 200.0, "fla": 75.0, "ggml-cuda": 500.0},
+    (1, 2048): {"lace": 700.0, "fla": 220.0, "ggml-cuda": 2500.0},
+}
+
 
 def test_goals_are_the_faster_peer_for_decode_and_fla_for_prefill() -> None:
-    assert gdn_bench.goal_us(1, 1) == 3.1 and gdn_bench.goal_us(64, 1) == 132.0
-    assert gdn_bench.goal_us(1, 512) == 75.7 and gdn_bench.goal_us(1, 2048) == 220.4
+    assert gdn_bench.goal_us(PEERS[(1, 1)], 1) == 3.0
+    assert gdn_bench.goal_us(PEERS[(4, 1)], 1) == 7.3
+    assert gdn_bench.goal_us(PEERS[(1, 512)], 512) == 75.0
+    assert gdn_bench.goal_us({"ggml-cuda": 3.0}, 1) is None  # fla missing: no goal, no verdict
+
+
+def test_peer_figures_come_from_the_recorded_peers_file(tmp_path) -> None:
+    """The default is data/'s peers file: every decode and prefill case has LACE, fla and
+    ggml-cuda from one run; a file that is not a peers file is one clear error."""
+    from concurrency.errors import LaceError
+
+    table = gdn_bench.peer_us()
+    assert {(1, 1), (4, 1), (16, 1), (64, 1), (1, 512), (4, 512), (1, 2048)} <= set(table)
+    assert all({"lace", "fla", "ggml-cuda"} <= set(v) for v in table.values())
+    bad = tmp_path / "peers.json"
+    bad.write_text('{"rows": 3}')
+    with pytest.raises(LaceError, match="not a peers file"):
+        gdn_bench.peer_us(bad)
 
 
 def test_tables_mark_each_goal() -> None:
@@ -40,7 +63,7 @@ def test_tables_mark_each_goal() -> None:
         ],
         "layer": [{"batch": 1, "one_us": 120.0, "multi_us": 100.0, "streams": 4, "floor_us": 50.0}],
     }
-    lines = gdn_bench.format_tables(results)
+    lines = gdn_bench.format_tables(results, PEERS)
     by_case = {line.split("  ")[0].strip(): line for line in lines}
     assert by_case["decode B=1"].endswith("yes")
     assert by_case["decode B=4"].endswith("no (2.00×)")

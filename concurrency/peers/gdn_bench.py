@@ -11,8 +11,8 @@ What it times, all GPU time from CUDA events around CUDA-graph replays:
 * Qwen3.5-27B's GDN decode layer, one stream against the schedule's streams
   (`bench.compare_streams`, alternating rounds), bf16 weights.
 
-It prints one table last, with issue 13's peer figures (fla 0.6.0 and ggml-cuda, measured by
-scripts/gpu_peers.sh on the lent H200; LACE's own figures before these kernels) next to LACE's,
+It prints one table last, with the figures of a peers file (fla 0.6.0, ggml-cuda, and LACE as
+it was when scripts/gpu_peers.sh recorded that file; default: data/'s) next to LACE's now,
 and per row the issue's goal — decode no slower than the faster of fla and ggml-cuda, prefill
 no slower than fla's chunk kernel — met or not. Every phase is guarded: a failure becomes a
 line saying so and the other phases still run. Results: DIR/gdn-bench.json, DIR/gdn-table.txt.
@@ -30,18 +30,8 @@ from typing import Any
 
 from concurrency.peers.cases import DECODE_BATCHES, PREFILL_CASES, core_floor_us, qwen35_27b
 
-#: Issue 13's table (scripts/gpu_peers.sh on the lent H200, Qwen3.5-27B GDN dims, f32 state):
-#: (batch, tokens) → (LACE before these kernels, fla 0.6.0, ggml-cuda), µs. fla's prefill ran
-#: bf16 q/k/v with TF32 dots; ggml-cuda's prefill is its recurrent form.
-PEER_US: dict[tuple[int, int], tuple[float, float, float]] = {
-    (1, 1): (6.5, 5.3, 3.1),
-    (4, 1): (15.5, 10.4, 7.3),
-    (16, 1): (53.7, 38.5, 33.7),
-    (64, 1): (204.3, 142.3, 132.0),
-    (1, 512): (1792.0, 75.7, 502.9),
-    (4, 512): (7319.0, 223.9, 1679.0),
-    (1, 2048): (7400.0, 220.4, 2541.0),
-}
+#: The peers' rows this benchmark sets LACE against: the GDN core op in a peers file.
+CORE_CASES = ("gdn core decode", "gdn core prefill")
 #: Launches of one kernel per captured graph when timing the chunked kernels one by one.
 KERNEL_REPEATS = 20
 KERNEL_REPLAYS = 5
@@ -49,11 +39,39 @@ RESULT_FILE = "gdn-bench.json"
 TABLE_FILE = "gdn-table.txt"
 
 
-def goal_us(batch: int, tokens: int) -> float:
-    """Issue 13's goal: decode no slower than the faster of fla and ggml-cuda, prefill no
-    slower than fla's chunk kernel."""
-    _, fla, ggml = PEER_US[(batch, tokens)]
-    return min(fla, ggml) if tokens == 1 else fla
+def peer_us(peers_file: str | Path | None = None) -> dict[tuple[int, int], dict[str, float]]:
+    """(batch, tokens) → {peer: median µs} of the GDN core op in a peers file written by
+    scripts/gpu_peers.sh (default: the one the repository's data/ manifest lists): the figures
+    of LACE (as recorded there), fla 0.6.0 and ggml-cuda, measured in one run on one device."""
+    from concurrency.data import default_folder, peer_files
+    from concurrency.errors import LaceError
+
+    if peers_file is None:
+        found = peer_files(default_folder())
+        if not found:
+            raise LaceError("data/ lists no peers file; pass --peers FILE (scripts/gpu_peers.sh)")
+        peers_file = found[-1]
+    try:
+        rows = json.loads(Path(peers_file).read_text(encoding="utf-8"))["rows"]
+        table: dict[tuple[int, int], dict[str, float]] = {}
+        for r in rows:
+            if r.get("case") in CORE_CASES and r.get("status") == "ok":
+                key = (int(r["batch"]), int(r["tokens"]))
+                table.setdefault(key, {})[r["peer"]] = float(r["median_us"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LaceError(
+            f"{peers_file} is not a peers file of scripts/gpu_peers.sh ({exc!r}); "
+            "record one with scripts/gpu_peers.sh or pass another with --peers"
+        ) from None
+    return table
+
+
+def goal_us(peers: dict[str, float], tokens: int) -> float | None:
+    """Issue 13's goal for one case: decode no slower than the faster of fla and ggml-cuda,
+    prefill no slower than fla's chunk kernel (None where the peers file lacks them)."""
+    wanted = ("fla", "ggml-cuda") if tokens == 1 else ("fla",)
+    known = [peers[p] for p in wanted if p in peers]
+    return min(known) if len(known) == len(wanted) else None
 
 
 def _guard(log: Callable[[str], None], what: str, fn: Callable[[], Any]) -> Any:
@@ -217,30 +235,38 @@ def _fmt(x: float | None, width: int = 8) -> str:
     return f"{x:>{width}.1f}" if x is not None else f"{'—':>{width}}"
 
 
-def format_tables(results: dict[str, Any]) -> list[str]:
-    """The compact tables: core op against the peers and the goal, the chunked kernels one by
-    one, the decode layer's streams."""
+def format_tables(
+    results: dict[str, Any], peers: dict[tuple[int, int], dict[str, float]]
+) -> list[str]:
+    """The compact tables: core op against the peers (`peer_us`) and the goal, the chunked
+    kernels one by one, the decode layer's streams."""
     dims = qwen35_27b()
     core = {(r["batch"], r["tokens"]): r for r in results.get("core", [])}
     tf32 = {(r["batch"], r["tokens"]): r for r in results.get("tf32", [])}
     lines = [
         "GDN core op (Qwen3.5-27B: Hk 16, Hv 48, dk = dv 128, f32), µs, CUDA-graph replays",
-        f"{'case':<16} {'LACE':>8} {'tf32':>8} {'before':>8} {'fla':>8} {'ggml':>8} "
+        f"{'case':<16} {'LACE':>8} {'tf32':>8} {'recorded':>8} {'fla':>8} {'ggml':>8} "
         f"{'floor':>8} {'goal':>8}  met",
     ]
-    for (b, t), (before, fla, ggml) in PEER_US.items():
+    for b, t in sorted(set(peers) | set(core), key=lambda bt: (bt[1], bt[0])):
+        known = peers.get((b, t), {})
+        before, fla, ggml = (known.get(p) for p in ("lace", "fla", "ggml-cuda"))
         row = core.get((b, t), {})
         lace = row.get("median_us") if row.get("status") == "ok" else None
         alt = tf32.get((b, t), {}).get("median_us")
         floor = core_floor_us(dims, b) if t == 1 else None
-        goal = goal_us(b, t)
-        met = "—" if lace is None else ("yes" if lace <= goal else f"no ({lace / goal:.2f}×)")
+        goal = goal_us(known, t)
+        if lace is None or goal is None:
+            met = "—"
+        else:
+            met = "yes" if lace <= goal else f"no ({lace / goal:.2f}×)"
         case = f"decode B={b}" if t == 1 else f"prefill B={b} T={t}"
         lines.append(
             f"{case:<16} {_fmt(lace)} {_fmt(alt)} {_fmt(before)} {_fmt(fla)} {_fmt(ggml)} "
             f"{_fmt(floor)} {_fmt(goal)}  {met}"
         )
     lines.append("tf32: gdn='chunked_tf32' (single-pass TF32, ≈1e-3); LACE's chunked is split TF32")
+    lines.append("recorded, fla, ggml: the peers file's figures (LACE, fla 0.6.0, ggml-cuda)")
     if results.get("kernels"):
         lines += ["", "chunked kernels one by one, µs"]
         for r in results["kernels"]:
@@ -266,11 +292,15 @@ def format_tables(results: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gdn-bench", help="result folder")
+    parser.add_argument(
+        "--peers", default=None, help="peers file to compare with (default: data/'s)"
+    )
     parser.add_argument("--replays", type=int, default=200, help="replays per decode case")
     parser.add_argument(
         "--skip", nargs="*", default=(), choices=("core", "tf32", "kernels", "layer")
     )
     args = parser.parse_args(argv)
+    peers = peer_us(args.peers)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -291,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"== {name}")
         results[name] = _guard(log, name, fn) or []
         (out / RESULT_FILE).write_text(json.dumps(results, indent=1), encoding="utf-8")
-    table = format_tables(results)
+    table = format_tables(results, peers)
     (out / TABLE_FILE).write_text("\n".join(table) + "\n", encoding="utf-8")
     print("\n".join(table), flush=True)
     return 0
