@@ -120,3 +120,184 @@ def test_engine_probes_match() -> None:
         for b in BATCHES:
             fid = engine_fidelity(recorded_run(name, b), cfg)
             assert not fid.graph_mismatches and not fid.offset_mismatches, (name, b)
+
+
+# --- Measured on an NVIDIA H200: every figure read back from the recording under data/ ---
+
+
+def _agree(cell: str, computed: list[float]) -> None:
+    """Each number in `cell` equals the computed one to the precision the README prints it."""
+    shown = re.findall(r"\d+(?:\.\d+)?", cell)
+    assert len(shown) == len(computed), (cell, computed)
+    for text, value in zip(shown, computed, strict=True):
+        decimals = len(text.split(".")[1]) if "." in text else 0
+        assert abs(float(text) - value) <= 0.5 * 10**-decimals + 1e-9, (cell, text, value)
+
+
+@pytest.fixture(scope="module")
+def recorded():  # type: ignore[no-untyped-def]
+    from concurrency.data import RACE, REPLAYS, default_folder, load_table, peer_files
+    from concurrency.peers.results import load_results
+
+    folder = default_folder()
+    _, peers = load_results(peer_files(folder)[-1])
+    return {
+        "replays": load_table(folder, REPLAYS),
+        "race": load_table(folder, RACE),
+        "peers": peers,
+        "folder": folder,
+    }
+
+
+def _replay(frame, layer: str, schedule: str, policy: str, batch: int = 1):  # type: ignore[no-untyped-def]
+    rows = frame[
+        (frame.model == "qwen3.5-27b")
+        & (frame.layer == layer)
+        & (frame.batch == batch)
+        & (frame.schedule == schedule)
+        & (frame.policy == policy)
+    ]
+    assert len(rows) == 1, (layer, schedule, policy, len(rows))
+    return rows.iloc[0]
+
+
+def _peer(rows, peer: str, case: str, variant: str, batch: int, tokens: int = 1) -> float:  # type: ignore[no-untyped-def]
+    found = [
+        r.median_us
+        for r in rows
+        if (r.peer, r.case, r.variant, r.batch, r.tokens) == (peer, case, variant, batch, tokens)
+    ]
+    assert len(found) == 1, (peer, case, variant, batch, tokens)
+    return float(found[0])
+
+
+def test_h200_replays(recorded) -> None:  # type: ignore[no-untyped-def]
+    frame = recorded["replays"]
+    one = _replay(frame, "gdn", "one", "sequential")
+    multi = _replay(frame, "gdn", "multi", "happens_before")
+    _agree(_row("Qwen3.5-27B GDN decode layer, B = 1"), [one.median_us, multi.median_us])
+    _agree(
+        _row("same, five streams ÷ the HBM floor"),
+        [multi.median_us / multi.floor_us, multi.floor_us],
+    )
+    one = _replay(frame, "stack", "one", "sequential")
+    multi = _replay(frame, "stack", "multi", "happens_before")
+    _agree(_row("Qwen3.5-27B widths, 4 layers"), [one.median_us, multi.median_us])
+
+
+def test_h200_race_experiment(recorded) -> None:  # type: ignore[no-untyped-def]
+    frame = recorded["race"]
+    case = frame[(frame.model == "qwen3.5-27b") & (frame.batch == 1)]
+
+    def wrong(layer: str, plan: str) -> int:
+        rows = case[(case.layer == layer) & (case.plan == plan)]
+        assert len(rows) == 1 and rows.iloc[0].runs == 300, (layer, plan)
+        return int(rows.iloc[0].wrong_runs)
+
+    safe = max(wrong(layer, p) for layer in ("gdn", "attn", "stack") for p in SAFE_POLICIES)
+    _agree(
+        _row("race experiment, 27B GDN layer"),
+        [wrong("gdn", "sequential"), wrong("gdn", "interleave"), safe],
+    )
+    _agree(
+        _row("same, attention layer"),
+        [wrong("attn", "sequential"), wrong("attn", "sequential + delay")],
+    )
+
+
+def test_h200_peers(recorded) -> None:  # type: ignore[no-untyped-def]
+    rows = recorded["peers"]
+    step = "4-layer model decode step"
+    want = []
+    for b in (1, 16, 64):
+        want += [
+            _peer(rows, "lace", step, "5 streams (schedule)", b),
+            _peer(rows, "llama.cpp", step, "batched-bench GRAPH_OPT=1", b),
+        ]
+    _agree(_row("4-layer decode step, B = 1 / 16 / 64"), want)
+    core = []
+    for peer, variant in (("lace", "recurrent kernel"), ("fla", "fused_recurrent")):
+        core += [_peer(rows, peer, "gdn core decode", variant, b) for b in (1, 4, 16, 64)]
+    core += [
+        _peer(rows, "ggml-cuda", "gdn core decode", "GATED_DELTA_NET", b) for b in (1, 4, 16, 64)
+    ]
+    _agree(_row("GDN core op, decode"), core)
+    prefill = [
+        _peer(rows, "lace", "gdn core prefill", "chunked kernel", 1, 512),
+        _peer(rows, "fla", "gdn core prefill", "chunk", 1, 512),
+        _peer(rows, "ggml-cuda", "gdn core prefill", "GATED_DELTA_NET", 1, 512),
+    ]
+    _agree(_row("GDN core op, prefill"), prefill)
+    layer = [
+        _peer(rows, "lace", "gdn layer decode", "5 streams (schedule)", 1),
+        _peer(rows, "torch+fla", "gdn layer decode", "4 streams", 1),
+    ]
+    _agree(_row("GDN decode layer, B = 1"), layer)
+
+
+def test_h200_calibration(recorded) -> None:  # type: ignore[no-untyped-def]
+    from concurrency.prediction import CalibrationView
+
+    summary = CalibrationView.from_folder(recorded["folder"]).summary()
+    row = summary[(summary.split == "batch") & (summary.schedule == "multi")].iloc[0]
+    _agree(
+        _row("calibrated simulator, held-out batches"),
+        [100 * row.before_median, 100 * row.after_median],
+    )
+
+
+def test_h200_claims(recorded) -> None:  # type: ignore[no-untyped-def]
+    """The sentences under the H200 table, from the same recording."""
+    text = README.read_text(encoding="utf-8")
+    frame, rows = recorded["replays"], recorded["peers"]
+    gdn = _replay(frame, "gdn", "one", "sequential").median_us
+    gdn /= _replay(frame, "gdn", "multi", "happens_before").median_us
+    stack = _replay(frame, "stack", "one", "sequential").median_us
+    stack /= _replay(frame, "stack", "multi", "happens_before").median_us
+    assert f"saves {gdn:.2f}× on the GDN layer and {stack:.2f}×" in text
+    step = "4-layer model decode step"
+    lace_batches = {r.batch for r in rows if (r.peer, r.case) == ("lace", step)}
+    assert lace_batches >= {1, 4, 16, 64}
+    for b in lace_batches:  # "faster than llama.cpp's at every batch measured"
+        lace = _peer(rows, "lace", step, "5 streams (schedule)", b)
+        for variant in ("batched-bench GRAPH_OPT=0", "batched-bench GRAPH_OPT=1"):
+            assert lace < _peer(rows, "llama.cpp", step, variant, b), (b, variant)
+    multi = _replay(frame, "gdn", "multi", "happens_before")
+    assert f"still {multi.median_us / multi.floor_us:.1f}× its HBM floor at B = 1" in text
+
+    def core(peer: str, variant: str, b: int, t: int = 1) -> float:
+        return _peer(rows, peer, f"gdn core {'decode' if t == 1 else 'prefill'}", variant, b, t)
+
+    slower = [
+        b
+        for b in (1, 4, 16, 64)
+        if core("lace", "recurrent kernel", b) > core("ggml-cuda", "GATED_DELTA_NET", b)
+    ]
+    assert slower == [1, 4] and "faster than LACE's at B = 1 and 4" in text
+    ratio = core("lace", "chunked kernel", 1, 512) / core("fla", "chunk", 1, 512)
+    assert f"fla's chunk kernel is {ratio:.1f}× faster" in text
+    layer = "gdn layer decode"
+    beats = [
+        b
+        for b in (1, 4, 16, 64)
+        if _peer(rows, "torch+fla", layer, "4 streams", b)
+        < _peer(rows, "lace", layer, "5 streams (schedule)", b)
+    ]
+    assert beats == [4, 16, 64] and "PyTorch + fla beats LACE's GDN layer at B ≥ 4" in text
+
+
+def test_h200_status_claims(recorded) -> None:  # type: ignore[no-untyped-def]
+    """The Status section's measured shortfalls, from the recording."""
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    rows, frame = recorded["peers"], recorded["replays"]
+    ratios = [
+        _peer(rows, "lace", "gdn core prefill", "chunked kernel", b, t)
+        / _peer(rows, "fla", "gdn core prefill", "chunk", b, t)
+        for b, t in ((1, 512), (4, 512), (1, 2048))
+    ]
+    assert f"{min(ratios):.1f}–{max(ratios):.1f}× slower than fla's" in text
+    b8 = _replay(frame, "stack", "multi", "happens_before", batch=8).median_us
+    b16 = _replay(frame, "stack", "multi", "happens_before", batch=16).median_us
+    assert b8 > b16 and "the 4-layer stack at B = 8 takes longer than at B = 16" in text
+    multi = _replay(frame, "gdn", "multi", "happens_before")
+    assert f"GDN decode layer is {multi.median_us / multi.floor_us:.1f}× its HBM floor" in text
