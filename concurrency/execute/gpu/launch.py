@@ -49,10 +49,13 @@ MATMUL_MODES = ("auto", "nvmath", "custom")
 GDN_FORMS = ("auto", "recurrent", "chunked", "chunked_tf32")
 #: Up to this many activation columns a projection is a weight-streaming GEMV: LACE's kernel
 #: reads each weight row once with 16-byte loads and the f32 activations directly (ggml strides,
-#: no conversion pass), which is the memory floor of a decode step. cuBLASLt would first need
-#: the activations converted to the weight type and picks tiles sized for wider matrices; above
-#: 8 columns its tensor-core GEMM wins, so wider projections go through nvmath-python.
-GEMV_MAX_COLUMNS = 8
+#: no conversion pass), which is the memory floor of a decode step at one column. Its time grows
+#: with every further column while cuBLASLt's tensor-core GEMM stays near the weight read: on
+#: the H200 (`lace bench --matmul auto|nvmath`, 27B widths, five streams, bf16) the 4-layer
+#: stack took 982 / 1128 / 1585 / 2741 µs at B = 1 / 2 / 4 / 8 through the GEMV and
+#: 1122 / 1149 / 1206 / 1289 µs through cuBLASLt; the GDN layer at B = 2 was 123 against 117 µs.
+#: Two columns is where they cross.
+GEMV_MAX_COLUMNS = 2
 SCRATCH_ALIGN = 256
 ARENA = "arena"
 SCRATCH = "scratch"
