@@ -137,7 +137,7 @@ def _batch_order(batches: Sequence[int], first: Sequence[int]) -> list[int]:
 
 
 def sweep_groups(settings: RecordSettings) -> list[SweepGroup]:
-    """Every graph of the sweep in priority order (`_batch_order`: B = 1, 8, 2, 4, then 64,
+    """Every graph of the sweep in priority order (`_batch_order`: B = 1, 2, then 8, 64, 4,
     16, 32 by default), every model and layer kind at each batch."""
     runs = ((ONE, ONE_STREAM_POLICY), *((MULTI, p) for p in settings.policies))
     with_timelines = ((ONE, ONE_STREAM_POLICY), (MULTI, TIMELINE_POLICY))
