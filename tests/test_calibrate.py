@@ -432,3 +432,38 @@ def test_same_shape_spread_finds_attention_and_family_errors_cover_every_family(
     assert set(fam["op_class"]) == set(data.samples["op_class"])
     assert fam["kernels"].sum() == len(data.samples)
     assert not math.isnan(fam["median_error"].max())
+
+
+def test_the_kernel_model_knows_the_executors_gemv_width() -> None:
+    """The simulator's GEMV/GEMM split for LACE is the one the GPU launch plan uses."""
+    from concurrency.execute.gpu.launch import GEMV_MAX_COLUMNS
+    from concurrency.timing.kernel_model import LACE_GEMV_MAX_COLUMNS
+
+    assert LACE_GEMV_MAX_COLUMNS == GEMV_MAX_COLUMNS
+    assert model().gemv_max_columns == GEMV_MAX_COLUMNS
+
+
+def test_a_gemv_fitted_at_one_column_does_not_invent_a_column_slope() -> None:
+    """At one column a GEMV's FLOPs are a fixed multiple of its bytes and its column term is
+    its latency again: the fit keeps bytes only, so a held-out second column costs what the
+    extra activation bytes cost, not twice the time (it did before: +51 % at B = 2)."""
+    import pandas as pd
+
+    from concurrency.timing.calibrate import fit_curves
+
+    rows = []
+    for i, mb in enumerate(float(x) for x in (1, 3, 5, 10, 20, 40, 60, 80, 100, 120)):
+        for op_class, columns in (("gemv", 1), ("*", 1)):
+            rows.append(
+                {
+                    "model": "m", "layer": "gdn", "batch": 1, "node": f"n{i}{op_class}",
+                    "op_class": op_class, "bytes": mb * 1e6, "flops": mb * 1e6 * columns,
+                    "columns": columns, "outputs": mb * 500, "tensor_cores": False,
+                    "duration_us": 2.0 + 0.25 * mb,
+                }
+            )  # fmt: skip
+    gemv = {c.op_class: c for c in fit_curves(pd.DataFrame(rows))}["gemv"]
+    assert gemv.us_per_column == 0.0 and gemv.us_per_gflop == 0.0
+    for mb in (1.0, 50.0, 120.0):  # the fitted curve still reproduces the samples
+        fitted = gemv.latency_us + gemv.us_per_k_outputs * mb / 2 + gemv.us_per_mb * mb
+        assert abs(fitted - (2.0 + 0.25 * mb)) <= 0.02 * (2.0 + 0.25 * mb), (mb, gemv)

@@ -46,7 +46,15 @@ def test_sweep_groups_cover_the_grid_timeline_batches_first() -> None:
     groups = sweep_groups(settings)
     assert len(groups) == 2 * 3 * len(DEFAULT_BATCHES)
     order = list(dict.fromkeys(g.case.batch for g in groups))
-    assert order == [1, 2, 8, 64, 4, 16, 32]  # GEMV batches (B ≤ 2) first; timeline batches first in each
+    assert order == [
+        1,
+        2,
+        8,
+        64,
+        4,
+        16,
+        32,
+    ]  # GEMV batches (B ≤ 2) first; timeline batches first in each
     n_first = 2 * 3 * len(DEFAULT_TIMELINE_BATCHES)
     labels = {g.case.label for g in groups}
     assert "qwen3.5-27b stack×4 B=64" in labels and "qwen3.5-0.8b attn B=2" in labels

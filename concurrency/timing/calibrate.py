@@ -44,7 +44,12 @@ from concurrency.graph.ir import Graph
 from concurrency.graph.schedule import Schedule
 from concurrency.timing.cost import OP_CLASSES, graph_costs
 from concurrency.timing.gpus import GpuSpec, get_gpu
-from concurrency.timing.kernel_model import DEFAULT_CLASS, ClassCurve, KernelModel
+from concurrency.timing.kernel_model import (
+    DEFAULT_CLASS,
+    LACE_GEMV_MAX_COLUMNS,
+    ClassCurve,
+    KernelModel,
+)
 from concurrency.timing.timeline import Timeline
 
 if TYPE_CHECKING:
@@ -143,8 +148,11 @@ def kernel_samples(
     layer: str,
     batch: int,
     weight_bytes_per_param: float = 2.0,
+    gemv_max_columns: int = LACE_GEMV_MAX_COLUMNS,
 ) -> list[dict[str, object]]:
-    """One KERNEL_COLUMNS row per kernel of a one-stream measured timeline of `graph`."""
+    """One KERNEL_COLUMNS row per kernel of a one-stream measured timeline of `graph`. A GEMV
+    wider than `gemv_max_columns` ran as a GEMM on the device, so it is a sample of the GEMM
+    family (the rule `KernelModel.curve_for` applies when it predicts)."""
     if len(timeline.streams) > 1:
         raise LaceError(
             "kernel samples come from one-stream timelines (co-running kernels stretch)"
@@ -161,7 +169,9 @@ def kernel_samples(
                 "layer": layer,
                 "batch": batch,
                 "node": span.node,
-                "op_class": cost.op_class,
+                "op_class": "gemm"
+                if cost.op_class == "gemv" and cost.columns > gemv_max_columns
+                else cost.op_class,
                 "bytes": cost.bytes_moved,
                 "flops": cost.flops,
                 "columns": cost.columns,
@@ -200,13 +210,19 @@ def nnls_relative(features: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return _nnls_targets(features / measured[:, None], np.ones(len(measured)))
 
 
-def _allowed(op_class: str) -> np.ndarray:
+def _allowed(op_class: str, frame: pd.DataFrame) -> np.ndarray:
+    """The family's terms, less the per-column one where every sample has the same column
+    count: there it is the latency term again, and a fit free to split them would invent a
+    slope that a held-out batch then doubles (a GEMV fitted at B = 1 only, tested at B = 2)."""
     terms = CLASS_TERMS.get(op_class, DEFAULT_TERMS)
-    return np.array([t in terms for t in _TERMS])
+    keep = np.array([t in terms for t in _TERMS])
+    if frame["columns"].nunique() <= 1:
+        keep[1] = False
+    return keep
 
 
 def _fit_sum(op_class: str, frame: pd.DataFrame) -> ClassCurve:
-    keep = _allowed(op_class)
+    keep = _allowed(op_class, frame)
     x = np.zeros(len(_TERMS))
     x[keep] = nnls_relative(_features(frame)[:, keep], frame["duration_us"].to_numpy(float))
     return ClassCurve(op_class, **dict(zip(_TERMS, map(float, x), strict=True)), kernels=len(frame))
@@ -217,7 +233,7 @@ def _fit_overlap(op_class: str, frame: pd.DataFrame) -> ClassCurve:
     over the two rates (log grid, then a finer one around the best), NNLS for the rest."""
     f = _features(frame)
     measured = frame["duration_us"].to_numpy(float)
-    keep = _allowed(op_class)[:3]
+    keep = _allowed(op_class, frame)[:3]
 
     def solve(per_mb: float, per_gflop: float) -> tuple[float, np.ndarray]:
         core = np.maximum(per_mb * f[:, 3], per_gflop * f[:, 4])
@@ -230,6 +246,10 @@ def _fit_overlap(op_class: str, frame: pd.DataFrame) -> ClassCurve:
 
     best = (math.inf, 0.0, 0.0, np.zeros(3))
     mbs, gfs = np.geomspace(0.1, 2.0, 25), np.geomspace(1.0, 1000.0, 25)  # µs/MB, µs/GFLOP
+    if frame["columns"].nunique() <= 1:
+        # One column count: FLOPs are a fixed multiple of the weight bytes, so the two rates
+        # cannot be told apart and a FLOP rate would scale wrongly with the columns. Bytes only.
+        gfs = np.zeros(1)
     for _ in range(2):
         for per_mb in mbs:
             for per_gflop in gfs:

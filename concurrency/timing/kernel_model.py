@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 #: The curve every family without its own uses (fitted on all kernels together).
 DEFAULT_CLASS = "*"
+#: The widest projection LACE's GPU executor runs as its own GEMV (concurrency.execute.gpu.
+#: launch.GEMV_MAX_COLUMNS, measured on the H200; timing imports nothing of the GPU path).
+LACE_GEMV_MAX_COLUMNS = 2
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,10 @@ class KernelModel:
     concurrency_efficiency: float = 1.0
     shared_fixed_fraction: float = 0.0
     #: The widest projection (activation columns) the engine runs as a GEMV; wider ones take
-    #: the GEMM curve. LACE: 8 (cost.op_class's split); ggml-cuda on sm_90 with f16 weights: 1
+    #: the GEMM curve. LACE's executor: LACE_GEMV_MAX_COLUMNS (the GPU launch plan's
+    #: GEMV_MAX_COLUMNS; a test keeps them equal); ggml-cuda on sm_90 with f16 weights: 1
     #: (mmvf), its tensor-core mmf and cuBLAS above.
-    gemv_max_columns: int = 8
+    gemv_max_columns: int = LACE_GEMV_MAX_COLUMNS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "curves", tuple(self.curves))
