@@ -173,16 +173,16 @@ llama["host"].round(3)
 
 # %%
 prefill = llama["prefill"]
-summary = llama["prefill_summary"]
-if summary is None:
+prefill_summary = llama["prefill_summary"]
+if prefill_summary is None:
     print("no prompt phase was measured in this folder: the prediction alone")
 else:
     warm = sorted(prefill.loc[prefill["warmup"], "batch"].unique())
     print(
-        f"{summary.compared} measured rows compared, median |error| "
-        f"{summary.median_abs_error:.0%}, worst {summary.worst_error:+.0%} at "
-        f"B = {summary.worst_batch} (GRAPH_OPT={summary.worst_graph_opt}); "
-        f"{summary.warmup} warm-up rows left out (B = {', '.join(map(str, warm))})"
+        f"{prefill_summary.compared} measured rows compared, median |error| "
+        f"{prefill_summary.median_abs_error:.0%}, worst {prefill_summary.worst_error:+.0%} at "
+        f"B = {prefill_summary.worst_batch} (GRAPH_OPT={prefill_summary.worst_graph_opt}); "
+        f"{prefill_summary.warmup} warm-up rows left out (B = {', '.join(map(str, warm))})"
     )
 prefill.round(3)
 

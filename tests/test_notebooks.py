@@ -100,7 +100,7 @@ PROBES: dict[str, str] = {
         " 'llama_error': {str(b): d.loc[(b, 0), 'error'] for b in (1, 8, 64)},"
         " 'prefill': {f'{r.batch}|{r.graph_opt}': [r.error, bool(r.warmup)]"
         " for r in prefill.itertuples()},"
-        " 'prefill_median': summary.median_abs_error,"
+        " 'prefill_median': prefill_summary.median_abs_error,"
         " 'prefill_misses': len(llama['prefill_misses']),"
         " 'misses': len(llama['misses']), 'findings': len(remaining_misses(view, data))}))"
     ),
