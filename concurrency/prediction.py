@@ -6,7 +6,8 @@ recording and its calibrated spec (`lace calibrate`'s document), so the notebook
 - `timeline_triple`: a recorded timeline beside the calibrated and the datasheet simulation of
   the same graph and schedule.
 - `llama_tables`: upstream llama.cpp predicted (concurrency.peers.predict) against its measured
-  step times, the terms that miss, a held-out host term, and the prefill prediction.
+  step times, the terms that miss, a held-out host term, and the prefill prediction against
+  its measured prompt phases (warm-up rows marked), with the terms that miss there.
 - `remaining_misses`: what the calibrated model still gets wrong, computed from the data.
 """
 
@@ -143,7 +144,10 @@ def timeline_triple(
 def llama_tables(folder: str | Path, spec: GpuSpec) -> dict[str, Any]:
     """llama.cpp predicted against measured: 'decode' (per batch and GRAPH_OPT), 'misses' (the
     term each miss > 15 % names), 'host' ((a, b) and the held-out batches with a + b·B added),
-    'prefill' (predicted only) and 'assumptions'."""
+    'prefill' (batched-bench's prompt phase per batch and GRAPH_OPT, measured beside predicted,
+    warm-up rows marked), 'prefill_summary' (its errors without the warm-up rows, a
+    `PrefillErrorSummary`; None where no prompt phase was measured), 'prefill_misses' (the
+    term each prefill miss > 15 % names) and 'assumptions'."""
     import pandas as pd
 
     from concurrency.data import peer_files
@@ -153,6 +157,8 @@ def llama_tables(folder: str | Path, spec: GpuSpec) -> dict[str, Any]:
         miss_terms,
         predict_llama_decode,
         predict_llama_prefill,
+        prefill_error_summary,
+        prefill_miss_terms,
     )
     from concurrency.peers.results import load_results
 
@@ -162,12 +168,19 @@ def llama_tables(folder: str | Path, spec: GpuSpec) -> dict[str, Any]:
     _, rows = load_results(files[-1])
     decode = predict_llama_decode(spec, rows)
     (a, b), host = host_term_heldout(decode)
+    prefill = predict_llama_prefill(spec, rows)
     return {
         "decode": pd.DataFrame(decode),
         "misses": pd.DataFrame(miss_terms(decode, spec, rows)),
         "host_term_us": (a, b),
         "host": pd.DataFrame(host),
-        "prefill": pd.DataFrame(predict_llama_prefill(spec, rows)),
+        "prefill": pd.DataFrame(prefill),
+        "prefill_summary": (
+            prefill_error_summary(prefill)
+            if any(p["error"] is not None and not p["warmup"] for p in prefill)
+            else None
+        ),
+        "prefill_misses": pd.DataFrame(prefill_miss_terms(prefill, spec, rows)),
         "assumptions": list(ASSUMPTIONS),
     }
 

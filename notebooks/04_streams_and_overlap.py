@@ -26,7 +26,7 @@
 # 1. How far off is the datasheet model, and how far the calibrated one **on configurations it
 #    was not fitted on**?
 # 2. Does a calibrated timeline look like the measured one, stream by stream?
-# 3. Can it predict an engine it never saw run: upstream llama.cpp's decode steps?
+# 3. Can it predict an engine it never saw run: upstream llama.cpp's decode steps and prompts?
 #
 # What `lace calibrate` fits (`concurrency/timing/calibrate.py`): per kernel family (GEMV,
 # GEMM, gathers, copies, element-wise, norms, the gated delta rule, attention, …) a curve
@@ -165,11 +165,33 @@ llama["host"].round(3)
 
 # %% [markdown]
 # Prefill: batched-bench's prompt phase (B sequences of 128 tokens, in ubatches of ≤ 512
-# tokens) was not recorded, so there is **no measurement to compare against**; the prediction
-# alone:
+# tokens holding whole sequences), predicted as llama.cpp runs it, beside the measured T_PP
+# (host wall time of the whole phase, median over the run's processes; parsed from the run's
+# raw output). A batched-bench process's first prompts also pay its warm-up; the rows whose
+# samples do (`warmup`: slower per ubatch than twice a later, at least as full ubatch of the
+# same process) are shown but left out of the summary and of the miss terms:
 
 # %%
-llama["prefill"].round(1)
+prefill = llama["prefill"]
+prefill_summary = llama["prefill_summary"]
+if prefill_summary is None:
+    print("no prompt phase was measured in this folder: the prediction alone")
+else:
+    warm = sorted(prefill.loc[prefill["warmup"], "batch"].unique())
+    print(
+        f"{prefill_summary.compared} measured rows compared, median |error| "
+        f"{prefill_summary.median_abs_error:.0%}, worst {prefill_summary.worst_error:+.0%} at "
+        f"B = {prefill_summary.worst_batch} (GRAPH_OPT={prefill_summary.worst_graph_opt}); "
+        f"{prefill_summary.warmup} warm-up rows left out (B = {', '.join(map(str, warm))})"
+    )
+prefill.round(3)
+
+# %% [markdown]
+# Where the prefill prediction misses by more than 15 % (warm-up rows excluded), the term that
+# misses (`concurrency.peers.predict.prefill_miss_terms`):
+
+# %%
+llama["prefill_misses"]
 
 # %% [markdown]
 # ## 5 · What the model still gets wrong

@@ -402,14 +402,65 @@ def test_host_term_is_fitted_on_its_fit_batches_only() -> None:
     assert host_term_heldout(rows, fit_batches=(1, 4))[0] == pytest.approx((50, 10))
 
 
-def test_prefill_prediction_says_nothing_was_measured(peers) -> None:  # type: ignore[no-untyped-def]
+def test_prefill_prediction_sets_the_measured_prompt_phase_beside_it(peers) -> None:  # type: ignore[no-untyped-def]
     from concurrency.peers.predict import predict_llama_prefill
 
     spec = load_gpu_spec(calibrated_spec_file(DATA))  # type: ignore[arg-type]
     rows = predict_llama_prefill(spec, peers, (1, 4, 8))
-    assert all(r["measured_us"] is None and r["predicted_us"] > 0 for r in rows)
-    assert [r["ubatches"] for r in rows] == [1, 1, 2]
-    assert rows[2]["predicted_us"] == pytest.approx(2 * rows[1]["predicted_us"])
+    assert [(r["batch"], r["graph_opt"]) for r in rows] == [
+        (b, o) for b in (1, 4, 8) for o in (0, 1)
+    ]
+    assert [r["ubatches"] for r in rows] == [1, 1, 1, 1, 2, 2]
+    assert rows[4]["predicted_us"] == pytest.approx(2 * rows[2]["predicted_us"])
+    assert all(r["streams"] == 1 for r in rows)  # ggml's detector never forks on a prompt
+    measured = {
+        (int(r.variant[-1]), r.batch): r.median_us
+        for r in peers
+        if r.peer == "llama.cpp" and r.case == "4-layer model prefill"
+    }
+    for r in rows:
+        meas = measured[(r["graph_opt"], r["batch"])]
+        assert r["measured_us"] == meas
+        assert r["error"] == pytest.approx((r["predicted_us"] - meas) / meas)
+    # B = 1 includes each process's warm-up (≈ 0.1 s against ≈ 2 ms predicted): marked
+    assert [r["warmup"] for r in rows] == [True, True, False, False, False, False]
+
+
+def test_prefill_summary_leaves_warmup_out_and_misses_name_their_term(peers) -> None:  # type: ignore[no-untyped-def]
+    from concurrency.peers.predict import (
+        MISS_THRESHOLD,
+        predict_llama_prefill,
+        prefill_error_summary,
+        prefill_miss_terms,
+    )
+
+    spec = load_gpu_spec(calibrated_spec_file(DATA))  # type: ignore[arg-type]
+    rows = predict_llama_prefill(spec, peers)
+    summary = prefill_error_summary(rows)
+    fair = [r for r in rows if not r["warmup"]]
+    assert summary.warmup == len(rows) - len(fair) == 4  # B = 1 and 2, both GRAPH_OPT
+    assert summary.median_abs_error == pytest.approx(
+        statistics.median(abs(r["error"]) for r in fair)
+    )
+    assert abs(summary.worst_error) == max(abs(r["error"]) for r in fair)
+    misses = prefill_miss_terms(rows, spec, peers)
+    assert {(m["batch"], m["graph_opt"]) for m in misses} == {
+        (r["batch"], r["graph_opt"]) for r in fair if abs(r["error"]) > MISS_THRESHOLD
+    }
+    # planted: B = 8 measured at half the prediction (the model too slow), B = 16 exact, B = 32
+    # and 64 at twice it (too fast); warm-up rows never named, however far off
+    planted = []
+    for r in rows:
+        meas = {8: 0.5, 16: 1.0, 32: 2.0, 64: 2.0}.get(r["batch"], 100.0) * r["predicted_us"]
+        planted.append({**r, "measured_us": meas, "error": (r["predicted_us"] - meas) / meas})
+    by = {(m["batch"], m["graph_opt"]): m for m in prefill_miss_terms(planted, spec, peers)}
+    assert set(by) == {(b, o) for b in (4, 8, 32, 64) for o in (0, 1)}
+    assert by[(8, 0)]["term"] == "kernel curve 'gemm'"  # the largest family of the ubatch
+    assert by[(32, 1)]["term"].startswith("time per prompt phase and per ubatch outside")
+    assert "per prompt phase +" in by[(64, 0)]["evidence"]
+    only_warm = [{**r, "error": r["error"] if r["warmup"] else None} for r in rows]
+    with pytest.raises(LaceError, match="no measured prefill row without warm-up"):
+        prefill_error_summary(only_warm)
 
 
 # ------------------------------------------------------------------------------ notebook views

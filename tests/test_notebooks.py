@@ -98,6 +98,10 @@ PROBES: dict[str, str] = {
         " 'medians': {f'{k[0]}|{k[1]}': [s.loc[k, 'before_median'], s.loc[k, 'after_median']]"
         " for k in s.index}, 'spans': spans, 'case': [MODEL, LAYER, BATCH],"
         " 'llama_error': {str(b): d.loc[(b, 0), 'error'] for b in (1, 8, 64)},"
+        " 'prefill': {f'{r.batch}|{r.graph_opt}': [r.error, bool(r.warmup)]"
+        " for r in prefill.itertuples()},"
+        " 'prefill_median': prefill_summary.median_abs_error,"
+        " 'prefill_misses': len(llama['prefill_misses']),"
         " 'misses': len(llama['misses']), 'findings': len(remaining_misses(view, data))}))"
     ),
     "05_dashboard.py": (
@@ -176,7 +180,11 @@ def _check_04(found: dict) -> None:
     import statistics
 
     from concurrency.data import load_manifest
-    from concurrency.peers.predict import predict_llama_decode
+    from concurrency.peers.predict import (
+        MISS_THRESHOLD,
+        predict_llama_decode,
+        predict_llama_prefill,
+    )
     from concurrency.peers.results import load_results
     from concurrency.recorded import recorded_timelines
     from concurrency.timing.gpus import load_gpu_spec
@@ -209,6 +217,16 @@ def _check_04(found: dict) -> None:
         if p["graph_opt"] == 0:
             assert found["llama_error"][str(p["batch"])] == p["error"]
     assert found["misses"] > 0 and found["findings"] > 0
+    # prefill: every batch and GRAPH_OPT measured, the summary's median over the rows without
+    # warm-up only (recomputed here from the predictions)
+    prefill = predict_llama_prefill(spec, load_results(peers)[1])
+    assert set(found["prefill"]) == {f"{p['batch']}|{p['graph_opt']}" for p in prefill}
+    for p in prefill:
+        assert found["prefill"][f"{p['batch']}|{p['graph_opt']}"] == [p["error"], p["warmup"]]
+    fair = [abs(p["error"]) for p in prefill if not p["warmup"]]
+    assert fair and len(fair) < len(prefill)
+    assert found["prefill_median"] == statistics.median(fair)
+    assert found["prefill_misses"] == sum(f > MISS_THRESHOLD for f in fair)
 
 
 def _check_05(found: dict) -> None:

@@ -24,6 +24,7 @@ from concurrency.peers.cases import (
     layer_floor_us,
     model_floor_us,
     peer_model_config,
+    prompt_ubatches,
     qwen35_27b,
 )
 from concurrency.peers.parse import (
@@ -42,7 +43,7 @@ from concurrency.peers.results import (
     save_results,
     summarize,
 )
-from concurrency.peers.table import format_table, lace_reference
+from concurrency.peers.table import WARMUP_MARK, format_table, lace_reference
 from concurrency.peers.trim import (
     KEEP_TOOLS,
     TESTS_CMAKE,
@@ -414,7 +415,7 @@ def test_model_rows_alternate_rounds_and_cover_every_batch(tmp_path: Path) -> No
     assert [h.split()[1] for h in heads] == [
         f"GGML_CUDA_GRAPH_OPT={o}" for o in (0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1)
     ]
-    by = {(r.variant, r.batch): r for r in rows}
+    by = {(r.variant, r.batch): r for r in rows if r.case == llama_peers.MODEL_CASE}
     assert set(by) == set(llama_peers.model_variants())
     ok = by[("batched-bench GRAPH_OPT=1", 2)]
     assert ok.status == "ok" and ok.rounds == 3
@@ -422,6 +423,14 @@ def test_model_rows_alternate_rounds_and_cover_every_batch(tmp_path: Path) -> No
     assert by[("batched-bench GRAPH_OPT=0", 64)].status == "failed"  # the fixture stops at B=4
     assert by[("llama-bench tg128 GRAPH_OPT=0", 1)].rounds == 9
     assert any(n.startswith("llama.cpp B=1: step time off/on") for n in notes)
+    # the prompt phase of the same output: T_PP per process, the first prompt marked warm-up
+    pre = {(r.variant, r.batch): r for r in rows if r.case == llama_peers.PREFILL_CASE}
+    assert set(pre) == set(llama_peers.prefill_variants())
+    b2 = pre[("batched-bench GRAPH_OPT=0", 2)]
+    assert (b2.status, b2.tokens, b2.rounds) == ("ok", 16, 3)
+    assert b2.median_us == pytest.approx(0.148750e6) and WARMUP_MARK not in b2.notes
+    assert WARMUP_MARK in pre[("batched-bench GRAPH_OPT=1", 1)].notes
+    assert pre[("batched-bench GRAPH_OPT=1", 64)].status == "failed"
 
 
 def test_build_problem_names_the_first_error(tmp_path: Path) -> None:
@@ -452,7 +461,9 @@ def test_not_built_rows_cover_every_llama_row() -> None:
     rows = llama_peers.not_built_rows("no source")
     assert {(r.peer, r.variant, r.batch, r.tokens) for r in rows} == {
         ("ggml-cuda", "GATED_DELTA_NET", b, t) for b, t in llama_peers.op_cases()
-    } | {("llama.cpp", v, b, 1) for v, b in llama_peers.model_variants()}
+    } | {("llama.cpp", v, b, 1) for v, b in llama_peers.model_variants()} | {
+        ("llama.cpp", v, b, 128) for v, b in llama_peers.prefill_variants()
+    }
     assert all(r.status == "not built" and r.notes == "no source" for r in rows)
 
 
@@ -540,3 +551,137 @@ def test_bench_peers_prints_the_committed_h200_run() -> None:
     assert run["meta"]["device"] == "NVIDIA H200"
     measured = {r["peer"] for r in run["rows"] if r["status"] == "ok"}
     assert {"lace", "fla", "ggml-cuda", "torch+fla", "llama.cpp"} <= measured
+
+
+# ---------------------------------------------------------------------------- prefill (T_PP)
+def _bench_line(pl: int, t_pp_s: float, pp: int = 128) -> str:
+    return json.dumps(
+        {"n_ubatch": 512, "pp": pp, "tg": 128, "pl": pl, "n_kv": pl * (pp + 128), "t_pp": t_pp_s,
+         "speed_pp": pl * pp / t_pp_s, "t_tg": 0.14, "speed_tg": 900.0, "t": 1.0, "speed": 1.0}
+    )  # fmt: skip
+
+
+#: One H200 batched-bench process (GRAPH_OPT=0, round 1 of the committed run): T_PP per batch.
+H200_T_PP_S = {1: 0.124576, 2: 0.072220, 4: 0.009460, 8: 0.015521, 16: 0.031499, 32: 0.057155,
+               64: 0.116231}  # fmt: skip
+
+
+def _bench_text(t_pp: dict[int, float]) -> str:
+    return "ggml_cuda_init: found 1 CUDA devices\n" + "\n".join(
+        _bench_line(b, t) for b, t in t_pp.items()
+    )
+
+
+def test_prompt_ubatches_hold_whole_sequences() -> None:
+    assert prompt_ubatches(1) == (1,) and prompt_ubatches(4) == (4,)
+    assert prompt_ubatches(8) == (4, 4) and prompt_ubatches(6) == (4, 2)
+    assert prompt_ubatches(3, 1000) == (1, 1, 1)  # a sequence longer than a ubatch: one each
+    with pytest.raises(LaceError, match="≥ 1"):
+        prompt_ubatches(0)
+
+
+def test_warmup_flags_the_h200_first_prompts_only() -> None:
+    """The committed run's first process: B = 1 and 2 are warm-up (124 and 72 ms for one
+    ubatch, later ubatches 7–9 ms), B = 4 (9.5 ms, the first full ubatch) is not."""
+    samples = llama_peers.prompt_samples(parse_batched_bench(_bench_text(H200_T_PP_S)), 0)
+    assert [(s.batch, s.warmup) for s in samples] == [
+        (1, True), (2, True), (4, False), (8, False), (16, False), (32, False), (64, False)
+    ]  # fmt: skip
+    assert samples[2].t_pp_us == pytest.approx(9460.0) and samples[2].prompt_tokens == 128
+    # a small ubatch may be as slow as a fuller one (weights read once per ubatch): not warm-up
+    flat = {1: 0.009, 2: 0.009, 4: 0.0095, 8: 0.019}
+    assert not any(llama_peers.warmup_flags(parse_batched_bench(_bench_text(flat))))
+    # ... but the same figure on a fuller ubatch followed by a faster emptier one is not flagged
+    # either: only later, at least as full ubatches bound a row
+    late = {4: 0.02, 1: 0.002}
+    assert not any(llama_peers.warmup_flags(parse_batched_bench(_bench_text(late))))
+
+
+def test_prefill_rows_mark_warmup_and_take_the_median_over_processes() -> None:
+    procs = [
+        llama_peers.prompt_samples(parse_batched_bench(_bench_text(H200_T_PP_S)), opt)
+        for opt in (0, 1, 0)
+    ]
+    rows = llama_peers.prefill_rows([s for p in procs for s in p], "why")
+    by = {(r.variant, r.batch): r for r in rows}
+    assert set(by) == set(llama_peers.prefill_variants())
+    r1, r4 = by[("batched-bench GRAPH_OPT=0", 1)], by[("batched-bench GRAPH_OPT=0", 4)]
+    assert r1.rounds == 2 and WARMUP_MARK in r1.notes and "2 of 2" in r1.notes
+    assert WARMUP_MARK not in r4.notes and r4.median_us == pytest.approx(9460.0)
+    assert (r4.case, r4.tokens, r4.peer) == ("4-layer model prefill", 128, "llama.cpp")
+    assert by[("batched-bench GRAPH_OPT=1", 64)].rounds == 1
+    assert WARMUP_MARK in format_table(PeersMeta("2026-01-01", "x"), rows)
+
+
+def _raw_log(processes: list[tuple[int, str]], tail: str = "(exit 0)") -> str:
+    parts = ["$  /bin/test-backend-ops perf -o GATED_DELTA_NET\nBackend CUDA0: OK\n\n(exit 0)\n"]
+    for opt, body in processes:
+        parts.append(
+            f"$ GGML_CUDA_GRAPH_OPT={opt} /b/llama-batched-bench -m m.gguf -npp 128 -ntg 128\n"
+            f"{body}\n\n{tail}\n"
+        )
+    return "\n".join(parts)
+
+
+def test_backfill_adds_prefill_rows_once_and_keeps_the_rest(tmp_path: Path) -> None:
+    from concurrency.peers.backfill import NOTE_PREFIX, backfill_prefill, main
+
+    raw = tmp_path / "llama-raw.txt"
+    raw.write_text(_raw_log([(0, _bench_text(H200_T_PP_S)), (1, _bench_text(H200_T_PP_S))]))
+    peers = tmp_path / "peers.json"
+    decode = measured_row("llama.cpp", "4-layer model decode step", "batched-bench GRAPH_OPT=0",
+                          4, 1, [100.0])  # fmt: skip
+    save_results(peers, PeersMeta("2026-11-30", "run", notes=("kept",)), [decode])
+    added = backfill_prefill(raw, peers)
+    assert len(added) == len(llama_peers.prefill_variants())
+    assert main(["--raw", str(raw), "--peers", str(peers)]) == 0  # a second run: same file
+    meta, rows = load_results(peers)
+    assert decode in rows and len(rows) == 1 + len(added)
+    assert meta.notes[0] == "kept" and sum(n.startswith(NOTE_PREFIX) for n in meta.notes) == 1
+    assert "2 llama-batched-bench processes" in meta.notes[-1]
+    marked = {r.batch for r in rows if WARMUP_MARK in r.notes}
+    assert marked == {1, 2}
+
+
+def test_backfill_skips_failed_runs_and_names_a_corrupt_log(tmp_path: Path) -> None:
+    from concurrency.peers.backfill import main, raw_prompt_samples
+
+    raw = tmp_path / "llama-raw.txt"
+    raw.write_text(_raw_log([(0, _bench_text(H200_T_PP_S))]) + "\n" + _raw_log(
+        [(1, "CUDA error")], tail="(exit 1)"))  # fmt: skip
+    (proc,) = raw_prompt_samples(raw)
+    assert {s.graph_opt for s in proc} == {0}
+    broken = _bench_text(H200_T_PP_S).replace('"t_pp": 0.00946', '"t_pp": oops')
+    raw.write_text(_raw_log([(0, broken)]))
+    with pytest.raises(
+        LaceError, match=r"llama-raw\.txt:6: the run on this line: cannot read .*git checkout"
+    ):
+        raw_prompt_samples(raw)
+    raw.write_text("$  /bin/test-backend-ops perf\n(exit 0)\n")
+    with pytest.raises(LaceError, match="holds no llama-batched-bench section"):
+        raw_prompt_samples(raw)
+    raw.write_text(_raw_log([(0, "no rows here")]))
+    with pytest.raises(LaceError, match="exit 0 but no result rows"):
+        raw_prompt_samples(raw)
+    raw.write_text(_raw_log([(0, "x")]).replace("GGML_CUDA_GRAPH_OPT=0 ", ""))
+    with pytest.raises(LaceError, match="names no GGML_CUDA_GRAPH_OPT"):
+        raw_prompt_samples(raw)
+    assert main(["--raw", str(tmp_path / "none.txt"), "--peers", str(tmp_path / "p.json")]) == 2
+
+
+def test_committed_run_holds_the_backfilled_prefill_rows() -> None:
+    """data/'s peers.json has the prefill rows its llama-raw.txt gives (the same parser now),
+    B = 1 and 2 marked warm-up, and says they were added afterwards."""
+    from concurrency.data import default_folder, peer_files
+    from concurrency.peers.backfill import NOTE_PREFIX, raw_prompt_samples
+
+    (path,) = peer_files(default_folder())
+    meta, rows = load_results(path)
+    stored = [r for r in rows if r.case == llama_peers.PREFILL_CASE]
+    processes = raw_prompt_samples(path.parent / "llama-raw.txt")
+    assert len(processes) == 6
+    again = llama_peers.prefill_rows([s for p in processes for s in p])
+    assert sorted(stored, key=lambda r: r.key) == sorted(again, key=lambda r: r.key)
+    assert all(r.status == "ok" and r.rounds == 3 for r in stored)
+    assert {r.batch for r in stored if WARMUP_MARK in r.notes} == {1, 2}
+    assert any(n.startswith(NOTE_PREFIX) and "llama-raw.txt" in n for n in meta.notes)

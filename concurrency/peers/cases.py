@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from concurrency.errors import LaceError
 from concurrency.graph.config import ModelConfig, get_config
 
 #: H200 device-to-device copy rate measured on the lent machine (gdn-reference §6.3), bytes/s;
@@ -20,6 +21,8 @@ PREFILL_CASES = ((1, 512), (4, 512), (1, 2048))
 LLAMA_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 LLAMA_PROMPT = 128
 LLAMA_DECODE = 128
+#: llama-batched-bench's ubatch (-ub): the most tokens one llama.cpp graph evaluation takes.
+LLAMA_UBATCH = 512
 #: The end-to-end model: Qwen3.5-27B widths, 4 layers (3 GDN + 1 attention), vocabulary 256.
 MODEL_LAYERS = 4
 MODEL_VOCAB = 256
@@ -82,6 +85,19 @@ def peer_model_config() -> ModelConfig:
     return get_config("qwen3.5-27b").replace(
         name="qwen3.5-27b-4l-v256", n_layer=MODEL_LAYERS, n_vocab=MODEL_VOCAB
     )
+
+
+def prompt_ubatches(
+    batch: int, prompt: int = LLAMA_PROMPT, ubatch: int = LLAMA_UBATCH
+) -> tuple[int, ...]:
+    """Sequences per ubatch of batched-bench's prompt phase: `batch` sequences of `prompt`
+    tokens, split into ubatches of at most `ubatch` tokens holding whole sequences (llama.cpp
+    splits a recurrent model's batch by sequence), e.g. B = 8 of 128 tokens → (4, 4)."""
+    if batch < 1 or prompt < 1 or ubatch < 1:
+        raise LaceError(f"batch, prompt and ubatch must be ≥ 1, got {batch}, {prompt}, {ubatch}")
+    per = max(1, ubatch // prompt)
+    full, rest = divmod(batch, per)
+    return (per,) * full + ((rest,) if rest else ())
 
 
 def _us(nbytes: float, bytes_per_s: float) -> float:

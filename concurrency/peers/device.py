@@ -330,10 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += model_rows
                 notes += model_notes
             else:
-                rows += [
-                    failed_row("llama.cpp", lp.MODEL_CASE, variant, b, 1, "failed", model_reason)
-                    for variant, b in lp.model_variants()
-                ]
+                rows += lp.llama_failed_rows("failed", model_reason)
             phases_s["llama.cpp end to end"] = round(time.time() - t1, 1)
         (out / "llama-raw.txt").write_text("\n".join(raw), encoding="utf-8")
         phases_s["llama.cpp total after build start"] = round(time.time() - t0, 1)

@@ -1,12 +1,14 @@
 """ggml-cuda and upstream llama.cpp as peers: building the trimmed vendored llama.cpp, then
 `test-backend-ops perf` for the GATED_DELTA_NET op and `llama-batched-bench` / `llama-bench`
-end to end, as rows of the peers table.
+end to end (decode steps, and batched-bench's prompt phase as the prefill case), as rows of the
+peers table.
 
 ggml's op time is test-backend-ops' own figure (the op repeated inside one graph, mean µs per
 run); it reports a mean, so the command runs `op_rounds` times and the row's spread is over
 those invocations. End to end, stream concurrency (`GGML_CUDA_GRAPH_OPT=1`) is measured off and
 on in alternating order over `rounds` rounds, since a process's first run is slower and a fixed
-order once showed a false 3–5 % gain (device-recipes.md).
+order once showed a false 3–5 % gain (device-recipes.md). Each batched-bench process's first
+prompts pay its warm-up; `warmup_flags` finds them from the times and their rows say so.
 """
 
 from __future__ import annotations
@@ -28,19 +30,32 @@ from concurrency.peers.cases import (
     LLAMA_BATCHES,
     LLAMA_DECODE,
     LLAMA_PROMPT,
+    LLAMA_UBATCH,
     PREFILL_CASES,
     core_floor_us,
     model_floor_us,
     peer_model_config,
+    prompt_ubatches,
     qwen35_27b,
 )
-from concurrency.peers.parse import parse_backend_ops_perf, parse_batched_bench, parse_llama_bench
+from concurrency.peers.parse import (
+    BatchedBenchRow,
+    parse_backend_ops_perf,
+    parse_batched_bench,
+    parse_llama_bench,
+)
 from concurrency.peers.results import PeerRow, failed_row, measured_row
+from concurrency.peers.table import WARMUP_MARK
 from concurrency.peers.trim import CMAKE_FLAGS, TARGETS
 
 #: test-backend-ops parameter filter for the perf cases the LACE patch adds (27B GDN dims).
 OP_FILTER = "head_count=16,head_size=128,.*v_repeat=3"
 MODEL_CASE = "4-layer model decode step"
+#: batched-bench's prompt phase (T_PP), the end-to-end prefill case.
+PREFILL_CASE = "4-layer model prefill"
+#: A prompt phase slower per ubatch than this many times a later, at least as full ubatch of
+#: the same process is warm-up (`warmup_flags`).
+WARMUP_FACTOR = 2.0
 GRAPH_OPT = "GGML_CUDA_GRAPH_OPT"
 #: How variants name the GRAPH_OPT setting (short enough for the table).
 OPT_LABEL = "GRAPH_OPT"
@@ -111,10 +126,28 @@ def _op_case(tokens: int) -> str:
 
 
 def model_variants() -> list[tuple[str, int]]:
-    """(variant, batch) of every llama.cpp end-to-end row."""
+    """(variant, batch) of every llama.cpp end-to-end decode row."""
     out = [(f"batched-bench {OPT_LABEL}={opt}", b) for b in LLAMA_BATCHES for opt in (0, 1)]
     out += [(f"llama-bench tg{LLAMA_DECODE} {OPT_LABEL}={opt}", 1) for opt in (0, 1)]
     return out
+
+
+def prefill_variants() -> list[tuple[str, int]]:
+    """(variant, batch) of every llama.cpp prefill row (tokens: LLAMA_PROMPT per sequence)."""
+    return [(f"batched-bench {OPT_LABEL}={opt}", b) for b in LLAMA_BATCHES for opt in (0, 1)]
+
+
+def llama_failed_rows(status: str, reason: str) -> list[PeerRow]:
+    """Every llama.cpp end-to-end row (decode and prefill) with `status` and `reason`."""
+    rows = [
+        failed_row("llama.cpp", MODEL_CASE, variant, b, 1, status, reason)
+        for variant, b in model_variants()
+    ]
+    rows += [
+        failed_row("llama.cpp", PREFILL_CASE, variant, b, LLAMA_PROMPT, status, reason)
+        for variant, b in prefill_variants()
+    ]
+    return rows
 
 
 def not_built_rows(reason: str) -> list[PeerRow]:
@@ -123,11 +156,7 @@ def not_built_rows(reason: str) -> list[PeerRow]:
         failed_row("ggml-cuda", _op_case(t), "GATED_DELTA_NET", b, t, "not built", reason)
         for b, t in op_cases()
     ]
-    rows += [
-        failed_row("llama.cpp", MODEL_CASE, variant, b, 1, "not built", reason)
-        for variant, b in model_variants()
-    ]
-    return rows
+    return rows + llama_failed_rows("not built", reason)
 
 
 def _run(cmd: Sequence[str], env: dict[str, str], timeout_s: float, raw: list[str]) -> str:
@@ -224,7 +253,7 @@ def batched_bench_cmd(bin_dir: Path, model: Path) -> list[str]:
         "-b",
         "2048",
         "-ub",
-        "512",
+        str(LLAMA_UBATCH),
         "-npp",
         str(LLAMA_PROMPT),
         "-ntg",
@@ -256,6 +285,97 @@ def llama_bench_cmd(bin_dir: Path, model: Path, repetitions: int) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class PromptSample:
+    """One batched-bench process's prompt phase at one batch: `batch` sequences of
+    `prompt_tokens` tokens each, the host wall time of the whole phase (T_PP), and whether it
+    includes the process's warm-up (`warmup_flags`)."""
+
+    graph_opt: int
+    batch: int
+    prompt_tokens: int
+    t_pp_us: float
+    warmup: bool
+
+
+def warmup_flags(rows: Sequence[BatchedBenchRow], ubatch: int = LLAMA_UBATCH) -> tuple[bool, ...]:
+    """Which of one process's rows (in the order it ran them) include its warm-up.
+
+    Why a rule is needed: batched-bench warms up with one short decode only, so its first
+    prompts also pay for first use (CUDA modules loaded lazily, cuBLAS heuristics, buffers
+    allocated): on the H200, 124 ms at B = 1 against 9.5 ms for four times the tokens at B = 4.
+
+    The rule, from the times alone: the prompt phase runs `prompt_ubatches` ubatches, and one
+    ubatch does not get faster by holding more tokens. So a row's time per ubatch may exceed a
+    later row's only where that later row's ubatches hold fewer tokens; a row slower per
+    ubatch than WARMUP_FACTOR × some later row whose ubatches hold at least as many tokens is
+    paying for something other than its tokens: warm-up. The last row is never flagged."""
+    per_ubatch = []
+    for r in rows:
+        split = prompt_ubatches(r.batch, r.pp, ubatch)
+        per_ubatch.append((r.t_pp_s / len(split), max(split) * r.pp))
+    return tuple(
+        any(
+            t_i > WARMUP_FACTOR * t_j and tokens_j >= tokens_i
+            for t_j, tokens_j in per_ubatch[i + 1 :]
+        )
+        for i, (t_i, tokens_i) in enumerate(per_ubatch)
+    )
+
+
+def prompt_samples(rows: Sequence[BatchedBenchRow], graph_opt: int) -> tuple[PromptSample, ...]:
+    """One process's prompt phases (its parsed batched-bench rows), warm-up flagged."""
+    flags = warmup_flags(rows)
+    return tuple(
+        PromptSample(graph_opt, r.batch, r.pp, r.t_pp_s * 1e6, flag)
+        for r, flag in zip(rows, flags, strict=True)
+    )
+
+
+def _prefill_notes(samples: Sequence[PromptSample]) -> str:
+    base = (
+        f"host wall time of the whole prompt phase (T_PP: B sequences × {LLAMA_PROMPT} tokens "
+        f"in ubatches of ≤ {LLAMA_UBATCH}), f16 GGUF, -fa off; one sample per process"
+    )
+    warm = sum(s.warmup for s in samples)
+    if not warm:
+        return base + "; no warm-up in these samples"
+    return (
+        f"{base}; {WARMUP_MARK}: includes the process's warm-up in {warm} of {len(samples)} "
+        f"samples (slower per ubatch than {WARMUP_FACTOR:g}× a later, at least as full ubatch)"
+    )
+
+
+def prefill_rows(samples: Sequence[PromptSample], reason: str = "no result") -> list[PeerRow]:
+    """The prefill case's rows, one per batch and GRAPH_OPT setting: the median, p10 and p90
+    of T_PP over the processes (rounds); rows with warm-up samples say so in their notes
+    (WARMUP_MARK). A configuration without samples is a failed row with `reason`."""
+    rows = []
+    for variant, b in prefill_variants():
+        opt = int(variant[-1])
+        mine = [s for s in samples if (s.graph_opt, s.batch) == (opt, b)]
+        if not mine:
+            rows.append(
+                failed_row("llama.cpp", PREFILL_CASE, variant, b, LLAMA_PROMPT, "failed", reason)
+            )
+            continue
+        prompts = {s.prompt_tokens for s in mine}
+        if len(prompts) != 1:
+            raise LaceError(f"batched-bench B={b}: prompt lengths {sorted(prompts)} differ")
+        rows.append(
+            measured_row(
+                "llama.cpp",
+                PREFILL_CASE,
+                variant,
+                b,
+                prompts.pop(),
+                [s.t_pp_us for s in mine],
+                notes=_prefill_notes(mine),
+            )
+        )
+    return rows
+
+
 def round_orders(rounds: int) -> list[tuple[int, int]]:
     """GRAPH_OPT settings per round: off then on, then on then off, alternating."""
     return [(0, 1) if r % 2 == 0 else (1, 0) for r in range(rounds)]
@@ -273,10 +393,12 @@ def model_rows(
     deadline: float = float("inf"),
 ) -> tuple[list[PeerRow], list[str]]:
     """llama.cpp end to end, GRAPH_OPT off and on in alternating rounds (no round starts after
-    `deadline`, a time.time() value); the rows, and notes with the per-round on/off ratios."""
+    `deadline`, a time.time() value): decode rows and, from the same batched-bench output,
+    prefill rows; and notes with the per-round on/off ratios."""
     cfg = peer_model_config()
     step: dict[tuple[int, int], list[float]] = defaultdict(list)  # (opt, B) → µs per round
     tg1: dict[int, list[float]] = defaultdict(list)  # opt → llama-bench per-token µs
+    prompts: list[PromptSample] = []
     errors: list[str] = []
     for r, order in enumerate(round_orders(rounds)):
         if time.time() > deadline:
@@ -285,10 +407,12 @@ def model_rows(
         for opt in order:
             env = {GRAPH_OPT: str(opt)}
             try:
-                for row in parse_batched_bench(
+                bench = parse_batched_bench(
                     _run(batched_bench_cmd(bin_dir, model), env, timeout_s, raw)
-                ):
+                )
+                for row in bench:
                     step[(opt, row.batch)].append(row.step_us)
+                prompts += prompt_samples(bench, opt)
             except LaceError as exc:
                 errors.append(f"round {r} batched-bench {GRAPH_OPT}={opt}: {exc}")
             try:
@@ -339,6 +463,7 @@ def model_rows(
             )
         else:
             rows.append(failed_row("llama.cpp", MODEL_CASE, variant, 1, 1, "failed", why))
+    rows += prefill_rows(prompts, why)
     notes = []
     for b in LLAMA_BATCHES:
         off, on = step.get((0, b), []), step.get((1, b), [])

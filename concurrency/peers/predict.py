@@ -12,6 +12,11 @@ delta rule, whose curve is refitted on ggml-cuda's GATED_DELTA_NET op as test-ba
 it (decode and prefill). Nothing host-side is modelled, while batched-bench reports host wall
 time per step. `miss_terms` names, for each batch the prediction misses by more than
 `MISS_THRESHOLD`, the term of the model that misses, from the figures themselves.
+
+Prefill likewise: `predict_llama_prefill` sets batched-bench's prompt phase (T_PP, parsed per
+process from the run's raw output) beside the simulated ubatches, `prefill_error_summary`
+scores it without the rows that include a process's warm-up, and `prefill_miss_terms` names
+the missing term.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,18 +33,25 @@ from concurrency.graph.branches import detect_branches
 from concurrency.graph.builders import build_graph
 from concurrency.graph.ir import Graph
 from concurrency.graph.schedule import Schedule, serial_schedule, stream_schedule
-from concurrency.peers.cases import LLAMA_BATCHES, LLAMA_PROMPT, peer_model_config
+from concurrency.peers.cases import (
+    LLAMA_BATCHES,
+    LLAMA_PROMPT,
+    LLAMA_UBATCH,
+    peer_model_config,
+    prompt_ubatches,
+)
 from concurrency.peers.lace_peers import MODEL_KV_TOKENS
+from concurrency.peers.llama_peers import PREFILL_CASE
 from concurrency.peers.results import PeerRow
+from concurrency.peers.table import WARMUP_MARK
 from concurrency.timing.calibrate import _fit_sum
 from concurrency.timing.cost import graph_costs
 from concurrency.timing.gpus import GpuSpec
 
 #: A prediction missing the measurement by more than this names its term.
 MISS_THRESHOLD = 0.15
-#: llama-batched-bench's context (-c) and ubatch (-ub), as `lace bench --peers` ran it.
+#: llama-batched-bench's context (-c), as `lace bench --peers` ran it (its ubatch: LLAMA_UBATCH).
 LLAMA_N_CTX = 16384
-LLAMA_UBATCH = 512
 GGML_GDN_CASES = ("gdn core decode", "gdn core prefill")
 #: ggml-cuda on sm_90 with f16 weights runs a projection as a vector kernel (mmvf) for one
 #: activation column only; 2–16 columns take its tensor-core mmf, more take cuBLAS
@@ -60,6 +73,10 @@ ASSUMPTIONS = (
     "GEMM curve (fitted at 64 columns) at every wider batch",
     "no host time: batched-bench measures host wall time per step (graph build, input upload, "
     "CUDA-graph launch, synchronisation), the simulator GPU time only",
+    "prefill: batched-bench's prompt phase (T_PP, host wall time of the whole phase) as "
+    f"ubatches of ≤ {LLAMA_UBATCH} tokens holding whole sequences, run one after another, no "
+    "tokens cached before the prompt; rows whose samples include a process's warm-up are "
+    "marked and left out of the error summary and of the miss terms",
 )
 
 
@@ -286,35 +303,190 @@ def _per_sequence_gpu_us(spec: GpuSpec) -> float:
     return (sum(hi.values()) - sum(lo.values())) / 32
 
 
+def _measured_prefill(rows: Sequence[PeerRow]) -> dict[tuple[int, int], tuple[float, bool]]:
+    """(GRAPH_OPT, batch) → (median T_PP µs, whether its samples include warm-up) of the
+    llama.cpp prefill rows (batched-bench's prompt phase)."""
+    found = {}
+    for r in rows:
+        if (
+            r.peer == "llama.cpp"
+            and r.case == PREFILL_CASE
+            and r.median_us is not None
+            and r.variant.startswith("batched-bench")
+        ):
+            found[(int(r.variant[-1]), r.batch)] = (r.median_us, WARMUP_MARK in r.notes)
+    return found
+
+
+def prefill_ubatch_graphs(batch: int) -> tuple[Graph, ...]:
+    """The graphs llama.cpp evaluates for batched-bench's prompt phase at `batch`: one per
+    ubatch (`prompt_ubatches`: whole sequences of LLAMA_PROMPT tokens, ≤ LLAMA_UBATCH each)."""
+    return tuple(llama_graph(seqs, "prefill", LLAMA_PROMPT) for seqs in prompt_ubatches(batch))
+
+
 def predict_llama_prefill(
     spec: GpuSpec, rows: Sequence[PeerRow], batches: Sequence[int] = LLAMA_BATCHES
 ) -> list[dict[str, object]]:
-    """batched-bench's prompt phase (B sequences of LLAMA_PROMPT tokens), predicted: llama.cpp
-    splits it into ubatches of ≤ LLAMA_UBATCH tokens, whole sequences each (recurrent models
-    split by sequence), run one after another on one stream (the ggml detector never fires on
-    several tokens). No measurement exists to compare against: batched-bench's prompt times
-    were not recorded."""
+    """batched-bench's prompt phase (B sequences of LLAMA_PROMPT tokens) per batch and
+    GRAPH_OPT setting: predicted as llama.cpp runs it, its ubatches one after another, each on
+    llama.cpp's schedule (`llama_schedule`: the ggml detector never fires on several tokens, so
+    one stream either way), with ggml's GDN op; beside it the measured T_PP (host wall time of
+    the whole phase; None where not recorded), the error, and `warmup`: the measured row
+    includes a process's warm-up (its notes carry WARMUP_MARK), so its error is no verdict on
+    the model and `prefill_error_summary` and `prefill_miss_terms` leave it out."""
     from concurrency.timing.metrics import makespan_us
     from concurrency.timing.simulate import simulate
 
     ggml = ggml_gdn_spec(spec, rows)
-    per_ubatch = max(1, LLAMA_UBATCH // LLAMA_PROMPT)
+    measured = _measured_prefill(rows)
     out = []
     for b in batches:
-        full, rest = divmod(b, per_ubatch)
-        total = 0.0
-        for seqs, count in ((per_ubatch, full), (rest, 1 if rest else 0)):
-            if count:
-                g = llama_graph(seqs, "prefill", LLAMA_PROMPT)
-                total += count * makespan_us(simulate(g, serial_schedule(g), ggml))
+        graphs = prefill_ubatch_graphs(b)
+        for opt in (0, 1):
+            schedules = [llama_schedule(g, opt) for g in graphs]
+            total = sum(
+                makespan_us(simulate(g, sch, ggml))
+                for g, sch in zip(graphs, schedules, strict=True)
+            )
+            meas, warm = measured.get((opt, b), (None, False))
+            out.append(
+                {
+                    "batch": b,
+                    "graph_opt": opt,
+                    "streams": max(sch.n_streams for sch in schedules),
+                    "tokens": b * LLAMA_PROMPT,
+                    "ubatches": len(graphs),
+                    "measured_us": meas,
+                    "predicted_us": total,
+                    "error": None if meas is None else (total - meas) / meas,
+                    "warmup": warm,
+                    "predicted_tokens_per_s": b * LLAMA_PROMPT / total * 1e6,
+                }
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class PrefillErrorSummary:
+    """The prefill prediction's errors over the measured rows without warm-up: how many,
+    the median |error| and the worst (batch, GRAPH_OPT, error); `warmup` rows left out."""
+
+    compared: int
+    warmup: int
+    median_abs_error: float
+    worst_batch: int
+    worst_graph_opt: int
+    worst_error: float
+
+
+def prefill_error_summary(predictions: Sequence[dict[str, object]]) -> PrefillErrorSummary:
+    """Summarise `predict_llama_prefill`'s errors, warm-up rows excluded (they time the
+    process's first use, not the prompt)."""
+    measured = [p for p in predictions if p["error"] is not None]
+    fair = [p for p in measured if not p["warmup"]]
+    if not fair:
+        raise LaceError(
+            "no measured prefill row without warm-up to compare; backfill the run's prefill "
+            "rows (python -m concurrency.peers.backfill --raw llama-raw.txt --peers peers.json)"
+        )
+    worst = max(fair, key=lambda p: abs(float(p["error"])))  # type: ignore[arg-type]
+    return PrefillErrorSummary(
+        compared=len(fair),
+        warmup=len(measured) - len(fair),
+        median_abs_error=float(np.median([abs(float(p["error"])) for p in fair])),  # type: ignore[arg-type]
+        worst_batch=int(worst["batch"]),  # type: ignore[call-overload]
+        worst_graph_opt=int(worst["graph_opt"]),  # type: ignore[call-overload]
+        worst_error=float(worst["error"]),  # type: ignore[arg-type]
+    )
+
+
+def _ubatch_times(batch: int, spec: GpuSpec) -> dict[str, float]:
+    """Each kernel family's time summed over the prompt phase's ubatches at `batch` (µs)."""
+    out: dict[str, float] = {}
+    for g in prefill_ubatch_graphs(batch):
+        for k, v in class_times(g, spec).items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def _gdn_prefill_fit(ggml: GpuSpec, rows: Sequence[PeerRow]) -> float:
+    """The worst relative error of the refitted GDN curve on ggml-cuda's own prefill op
+    times (test-backend-ops): how far the one ggml-specific term is from ggml."""
+    curve = ggml.kernel_model.curve("gdn")  # type: ignore[union-attr]
+    worst = 0.0
+    for r in rows:
+        if r.peer == "ggml-cuda" and r.case == "gdn core prefill" and r.median_us:
+            g = build_graph(peer_model_config(), "gdn", "prefill", r.batch, r.tokens)
+            (cost,) = [c for c in graph_costs(g, 2) if c.op_class == "gdn"]
+            err = (curve.isolated_us(cost) - r.median_us) / r.median_us
+            worst = max(worst, abs(err), key=abs)
+    return worst
+
+
+def prefill_miss_terms(
+    predictions: Sequence[dict[str, object]],
+    spec: GpuSpec,
+    rows: Sequence[PeerRow],
+    threshold: float = MISS_THRESHOLD,
+) -> list[dict[str, object]]:
+    """For every prefill prediction (warm-up rows excluded) missing by more than `threshold`,
+    the term of the model that misses and the figures that say so:
+
+    - over-predicted (the model is slower than llama.cpp): the kernel family that takes the
+      most of the predicted phase (LACE's curve for it is slower than ggml's kernel at these
+      512-token ubatches; the phase is ubatches × one ubatch, so the largest family is where an
+      excess can hide);
+    - under-predicted: time the model has no term for. The residual (measured − predicted) is
+      fitted as a + b·ubatches over the under-predicted rows: a is paid once per prompt
+      phase, b per ubatch, set against what the model predicts per ubatch and how closely its
+      GDN curve matches ggml's own prefill op."""
+    ggml = ggml_gdn_spec(spec, rows)
+    fair = [p for p in predictions if p["error"] is not None and not p["warmup"]]
+    under = [p for p in fair if float(p["error"]) < -threshold]  # type: ignore[arg-type]
+    fit = None
+    if len({p["ubatches"] for p in under}) >= 2:
+        us = np.array([p["ubatches"] for p in under], float)
+        res = np.array([float(p["measured_us"]) - float(p["predicted_us"]) for p in under])  # type: ignore[arg-type]
+        slope, intercept = (float(v) for v in np.polyfit(us, res, 1))
+        fit = (intercept, slope)
+    full = class_times(llama_graph(LLAMA_UBATCH // LLAMA_PROMPT, "prefill", LLAMA_PROMPT), ggml)
+    gdn_err = _gdn_prefill_fit(ggml, rows)
+    out = []
+    for p in fair:
+        err = float(p["error"])  # type: ignore[arg-type]
+        if abs(err) <= threshold:
+            continue
+        b = int(p["batch"])  # type: ignore[call-overload]
+        if err > 0:
+            times = _ubatch_times(b, ggml)
+            big = max(times, key=lambda k: times[k])
+            term = f"kernel curve '{big}'"
+            why = (
+                f"the model's {big} time is {times[big]:.0f} µs of its {sum(times.values()):.0f}"
+                f" µs over {p['ubatches']} ubatch(es); llama.cpp took {p['measured_us']:.0f} µs"
+            )
+        else:
+            term = "time per prompt phase and per ubatch outside the simulated kernels (no term)"
+            gap_us = float(p["measured_us"]) - float(p["predicted_us"])  # type: ignore[arg-type]
+            why = f"{gap_us:.0f} µs measured beyond the GPU time"
+            if fit is not None:
+                why += (
+                    f"; over the under-predicted rows the residual is {fit[0]:.0f} µs per "
+                    f"prompt phase + {fit[1]:.0f} µs per ubatch, while the model's full ubatch "
+                    f"costs {sum(full.values()):.0f} µs of GPU time (largest family "
+                    f"{max(full, key=lambda k: full[k])!r}) and its GDN curve is within "
+                    f"{abs(gdn_err):.0%} of ggml's own prefill op: host work per phase and per "
+                    "ubatch (batched-bench times the host wall clock: graph build, scheduling, "
+                    "input upload) or ggml kernels slower per ubatch than LACE's; without a GPU "
+                    "timeline of llama.cpp's prompt the recording cannot tell them apart"
+                )
         out.append(
             {
                 "batch": b,
-                "tokens": b * LLAMA_PROMPT,
-                "ubatches": full + (1 if rest else 0),
-                "predicted_us": total,
-                "predicted_tokens_per_s": b * LLAMA_PROMPT / total * 1e6,
-                "measured_us": None,
+                "graph_opt": p["graph_opt"],
+                "error": err,
+                "term": term,
+                "evidence": why,
             }
         )
     return out

@@ -3,7 +3,8 @@
 
 A peer that could not be built, imported or run is a row too, with its status and the reason in
 `notes`, so a table never hides a missing peer. Times are GPU time in µs except where `notes`
-says otherwise (llama.cpp end to end is host wall time per decode step).
+says otherwise (llama.cpp end to end is host wall time: per decode step, or of the whole
+prompt phase for the prefill case).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ CASES = (
     "gdn core prefill",
     "gdn layer decode",
     "4-layer model decode step",
+    "4-layer model prefill",
 )
 
 

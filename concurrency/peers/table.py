@@ -18,6 +18,9 @@ from concurrency.peers.results import PeerRow, PeersMeta, load_results
 
 #: What a peer's notes say when its correctness check failed (fla_peers writes it).
 CHECK_FAILED = "CHECK FAILED"
+#: What a row's notes say when its samples include a process's warm-up (llama_peers writes it,
+#: `concurrency.peers.predict` leaves such rows out of its error summary).
+WARMUP_MARK = "WARM-UP"
 
 _HEAD = (
     f"{'B':>3} {'T':>5}  {'peer':<10} {'variant':<30} {'median µs':>10} {'p10–p90 µs':>17} "
@@ -50,6 +53,7 @@ def format_row(row: PeerRow, reference: float | None) -> str:
         f"{row.median_us:>10.1f} {spread:>17} {row.rounds:>5} {_fmt(row.floor_us):>9} "
         f"{_fmt(over_floor, 2):>7} {_fmt(vs_lace, 2):>6}"
         + ("  CHECK FAILED" if CHECK_FAILED in row.notes else "")
+        + (f"  {WARMUP_MARK}" if WARMUP_MARK in row.notes else "")
     )
 
 
