@@ -151,8 +151,9 @@ def random_graph(
     rng: random.Random, *, forks: bool = False, size: int = 12, output_views: bool = True
 ) -> Graph:
     """A random DAG of about `size` nodes; with `forks`, made of fork regions. With
-    `output_views` some outputs are views (ggml's allocator frees their base regardless, so
-    every policy's plan may overwrite them: see tests/test_check_oracle.py)."""
+    `output_views` some outputs are views: ggml's rule frees their base once its readers are
+    done, so the policies in `FREES_VIEW_OUTPUT_BASES` may overwrite them before the host reads
+    them, while the safe policies keep them (tests/test_view_outputs.py)."""
     b = _Builder(rng)
     while len(b.nodes) < size:
         if forks and rng.random() < 0.6:
