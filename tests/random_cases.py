@@ -163,6 +163,23 @@ def random_graph(
     return b.finish(output_views)
 
 
+def view_output_graph() -> Graph:
+    """The smallest graph where ggml's rule overwrites a view output: a = concat(inp, inp);
+    v = view of a's first half, a graph output; b = scale(v); c = concat(b, b), an output (no
+    op here may reuse its source in place). ggml frees `a` after `b`, v's last reader, and best
+    fit puts `c` over `inp` and `a`'s first half: the host reads `v` overwritten."""
+    ctx = GraphContext(layer=0)
+    inp = ctx.leaf("inp", "f32", (16, 1), TensorKind.INPUT)
+    a = ctx.concat(inp, inp, 0, "a")
+    v = ctx.view(a, (16,), (), 0, base="v")
+    ctx.set_output(v)
+    b = ctx.scale(v, 0.5, "b")
+    c = ctx.concat(b, b, 0, "c")
+    ctx.set_output(c)
+    ctx.expand(c)
+    return ctx.finish(META, None)
+
+
 def random_streams(rng: random.Random, graph: Graph, max_streams: int = 4) -> Schedule:
     """A random stream per node, each node waiting for its cross-stream dependencies."""
     return schedule_from_streams(graph, [rng.randrange(max_streams) for _ in graph.nodes])

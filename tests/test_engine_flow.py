@@ -212,7 +212,7 @@ def test_replayed_figures_are_the_reserve_graphs() -> None:
     assert nf.buffer_bytes >= nf.arena_bytes
     row = seq.row()
     assert row["flow"] == "engine" and row["plan_source"] == seq.source
-    assert set(row["hazards_by_site"]) == {"gdn", "attn", "ffn", "moe", "other"}
+    assert set(row["hazards_by_site"]) == {"gdn", "attn", "ffn", "moe", "other", "host"}
 
 
 def test_no_alloc_free_replans_every_flagged_evaluation() -> None:

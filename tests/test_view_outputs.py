@@ -9,11 +9,9 @@ import random
 from collections import Counter
 
 import pytest
-from random_cases import random_graph, random_streams
+from random_cases import random_graph, random_streams, view_output_graph
 
 from concurrency.graph.branches import detect_branches
-from concurrency.graph.builders.context import GraphContext
-from concurrency.graph.ir import Graph, GraphMeta, TensorKind
 from concurrency.graph.schedule import serial_schedule, stream_schedule
 from concurrency.memory.check import HOST, USE_AFTER_REUSE, check_plan
 from concurrency.memory.policies import (
@@ -24,24 +22,6 @@ from concurrency.memory.policies import (
     plan_memory,
 )
 from concurrency.memory.policies.outputs import output_view_bases
-
-META = GraphMeta(model="view-out", layer="view-out", mode="decode", batch=1, tokens=1, n_layers=1)
-
-
-def view_output_graph() -> Graph:
-    """a = concat(inp, inp); v = view of a's first half, a graph output; b = scale(v);
-    c = concat(b, b), an output (no op here may reuse its source in place). ggml frees `a`
-    after `b`, v's last reader, and best fit puts `c` over `inp` and `a`'s first half."""
-    ctx = GraphContext(layer=0)
-    inp = ctx.leaf("inp", "f32", (16, 1), TensorKind.INPUT)
-    a = ctx.concat(inp, inp, 0, "a")
-    v = ctx.view(a, (16,), (), 0, base="v")
-    ctx.set_output(v)
-    b = ctx.scale(v, 0.5, "b")
-    c = ctx.concat(b, b, 0, "c")
-    ctx.set_output(c)
-    ctx.expand(c)
-    return ctx.finish(META, None)
 
 
 def test_output_view_bases_are_the_planned_bases_of_view_outputs() -> None:
