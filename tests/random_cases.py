@@ -151,8 +151,9 @@ def random_graph(
     rng: random.Random, *, forks: bool = False, size: int = 12, output_views: bool = True
 ) -> Graph:
     """A random DAG of about `size` nodes; with `forks`, made of fork regions. With
-    `output_views` some outputs are views (ggml's allocator frees their base regardless, so
-    every policy's plan may overwrite them: see tests/test_check_oracle.py)."""
+    `output_views` some outputs are views: ggml's rule frees their base once its readers are
+    done, so the policies in `FREES_VIEW_OUTPUT_BASES` may overwrite them before the host reads
+    them, while the safe policies keep them (tests/test_view_outputs.py)."""
     b = _Builder(rng)
     while len(b.nodes) < size:
         if forks and rng.random() < 0.6:
@@ -160,6 +161,23 @@ def random_graph(
         else:
             b.op()
     return b.finish(output_views)
+
+
+def view_output_graph() -> Graph:
+    """The smallest graph where ggml's rule overwrites a view output: a = concat(inp, inp);
+    v = view of a's first half, a graph output; b = scale(v); c = concat(b, b), an output (no
+    op here may reuse its source in place). ggml frees `a` after `b`, v's last reader, and best
+    fit puts `c` over `inp` and `a`'s first half: the host reads `v` overwritten."""
+    ctx = GraphContext(layer=0)
+    inp = ctx.leaf("inp", "f32", (16, 1), TensorKind.INPUT)
+    a = ctx.concat(inp, inp, 0, "a")
+    v = ctx.view(a, (16,), (), 0, base="v")
+    ctx.set_output(v)
+    b = ctx.scale(v, 0.5, "b")
+    c = ctx.concat(b, b, 0, "c")
+    ctx.set_output(c)
+    ctx.expand(c)
+    return ctx.finish(META, None)
 
 
 def random_streams(rng: random.Random, graph: Graph, max_streams: int = 4) -> Schedule:

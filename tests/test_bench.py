@@ -94,14 +94,14 @@ def test_bench_engine_flow_all_policies_27b_stack(benchmark) -> None:  # type: i
     """Issue 12's budget: every policy planned in the engine's flow (context included) plus
     its hazard check on the 64-layer Qwen3.5-27B decode stack, well under 1 s on one core."""
     from concurrency.graph.schedule import stream_schedule
-    from concurrency.memory.policies import SAFE_POLICIES
+    from concurrency.memory.policies import STREAM_SAFE_POLICIES
 
     g = build_graph("qwen3.5-27b", "stack", "decode", 1, n_ctx=512)
     rep = detect_branches(g)
     sched = stream_schedule(g, rep)
     result = benchmark(_engine_flow_all, g, sched, rep)
     assert result["sequential"] == ("replays the pp512 reserve plan", 768)
-    assert all(result[name][1] == 0 for name in SAFE_POLICIES)
+    assert all(result[name][1] == 0 for name in STREAM_SAFE_POLICIES)
 
 
 @pytest.mark.benchmark(group="simulate")

@@ -467,7 +467,7 @@ def test_progress_timer_announces_a_long_stage() -> None:
 def test_plan_engine_flow_names_its_plans_and_context(capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 12: with ggml-cuda's detector every safe policy is race-free in the engine flow,
     sequential and interleave race, and every row says which plan its figures come from."""
-    from concurrency.memory.policies import POLICIES, SAFE_POLICIES
+    from concurrency.memory.policies import POLICIES, STREAM_SAFE_POLICIES
 
     code, out, _ = run(capsys, "plan", *STACK, "--detector", "ggml", "--format", "json")
     doc = json.loads(out)
@@ -476,7 +476,7 @@ def test_plan_engine_flow_names_its_plans_and_context(capsys: pytest.CaptureFixt
     assert doc["reserves"] == ["pp512", "tg1", "pp512"]
     rows = {r["policy"]: r for r in doc["policies"]}
     assert set(rows) == set(POLICIES)
-    for name in SAFE_POLICIES:
+    for name in STREAM_SAFE_POLICIES:
         assert rows[name]["hazards"] == 0, name
     assert rows["sequential"]["hazards"] > 0 and rows["interleave"]["hazards"] > 0
     assert rows["sequential"]["planned_graph"] == "pp512 reserve"

@@ -24,7 +24,7 @@ from concurrency.memory.engine_flow import (
     engine_flow_plan,
 )
 from concurrency.memory.engine_hazards import engine_hazards
-from concurrency.memory.policies import POLICIES, SAFE_POLICIES, plan_memory
+from concurrency.memory.policies import POLICIES, STREAM_SAFE_POLICIES, plan_memory
 from concurrency.oracle.engine import EngineRun
 from concurrency.oracle.engine_compare import engine_fidelity
 from tests.engine_data import BATCHES, ENGINE_CONFIGS, recorded_path, recorded_run
@@ -171,7 +171,7 @@ def test_ggml_detector_policies_follow_their_rules() -> None:
     pp = build_graph("tiny", "stack", "prefill", 1, 512, n_ctx=512, reserve=True, n_outputs=512)
     assert rep.regions and not detect_branches(pp, "ggml").regions
     results = {r.policy: r for r in compare_policies(g, sched, rep, list(POLICIES), 32)}
-    for name in SAFE_POLICIES:
+    for name in STREAM_SAFE_POLICIES:
         assert results[name].hazards == (), name
     assert results["sequential"].hazards and results["interleave"].hazards
     src = {n: r.source for n, r in results.items()}
@@ -212,7 +212,7 @@ def test_replayed_figures_are_the_reserve_graphs() -> None:
     assert nf.buffer_bytes >= nf.arena_bytes
     row = seq.row()
     assert row["flow"] == "engine" and row["plan_source"] == seq.source
-    assert set(row["hazards_by_site"]) == {"gdn", "attn", "ffn", "moe", "other"}
+    assert set(row["hazards_by_site"]) == {"gdn", "attn", "ffn", "moe", "other", "host"}
 
 
 def test_no_alloc_free_replans_every_flagged_evaluation() -> None:

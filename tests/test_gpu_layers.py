@@ -24,7 +24,7 @@ from concurrency.graph.branches import detect_branches
 from concurrency.graph.schedule import serial_schedule, stream_schedule
 from concurrency.memory.check import check_plan
 from concurrency.memory.engine_flow import EngineFlow
-from concurrency.memory.policies import SAFE_POLICIES, plan_memory
+from concurrency.memory.policies import STREAM_SAFE_POLICIES, plan_memory
 
 pytestmark = pytest.mark.gpu
 
@@ -57,7 +57,7 @@ def test_layer_every_safe_policy_eager_and_graph(case, record_property) -> None:
     ref = reference_run(graph, inputs)
     tol = tolerance(graph, "f32")
     failures, worst = [], (0.0, "")
-    for policy in SAFE_POLICIES:
+    for policy in STREAM_SAFE_POLICIES:
         schedule, plan = planned(graph, policy)
         for launch in ("eager", "graph"):
             check = check_gpu(graph, schedule, plan, inputs=inputs, reference=ref, launch=launch)

@@ -152,7 +152,7 @@ def _check_02(found: dict) -> None:
     from concurrency.graph.schedule import stream_schedule
     from concurrency.memory.bound import lower_bound
     from concurrency.memory.check import check_plan
-    from concurrency.memory.policies import POLICIES, SAFE_POLICIES, plan_memory
+    from concurrency.memory.policies import POLICIES, STREAM_SAFE_POLICIES, plan_memory
 
     g = build_graph("qwen3.5-27b", "gdn", "decode", 1)
     rep = detect_branches(g)
@@ -161,10 +161,10 @@ def _check_02(found: dict) -> None:
     for name in POLICIES:
         check = check_plan(plan_memory(g, sched, rep, name), sched)
         assert found["hazards"][name] == [len(check.races), len(check.uses_after_reuse)], name
-    assert all(found["hazards"][p] == [0, 0] for p in SAFE_POLICIES)
+    assert all(found["hazards"][p] == [0, 0] for p in STREAM_SAFE_POLICIES)
     assert found["hazards"]["sequential"][0] > 0
     assert found["bound"] == lower_bound(g, sched, 128).bytes
-    assert all(found["arena"][p] >= found["bound"] for p in SAFE_POLICIES)
+    assert all(found["arena"][p] >= found["bound"] for p in STREAM_SAFE_POLICIES)
 
 
 def _check_03(found: dict) -> None:

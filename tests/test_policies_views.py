@@ -12,7 +12,7 @@ from concurrency.graph.builders import build_graph
 from concurrency.graph.schedule import serial_schedule, stream_schedule
 from concurrency.memory.compare import compare_policies, policy_runs
 from concurrency.memory.policies import POLICIES
-from concurrency.memory.policies import SAFE_POLICIES as SAFE
+from concurrency.memory.policies import STREAM_SAFE_POLICIES as SAFE
 from concurrency.render.memory_map import HAZARD_RED, memory_map_chart, memory_map_frame
 
 

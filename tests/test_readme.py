@@ -15,7 +15,7 @@ from concurrency.graph.branches import detect_branches
 from concurrency.graph.builders import build_graph
 from concurrency.graph.schedule import stream_schedule
 from concurrency.memory.compare import compare_policies, policy_runs
-from concurrency.memory.policies import POLICIES, SAFE_POLICIES
+from concurrency.memory.policies import POLICIES, STREAM_SAFE_POLICIES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -56,7 +56,7 @@ def test_sequential_and_interleave_races(gdn_by_batch) -> None:  # type: ignore[
 def test_safe_policies_are_clean(gdn_by_batch) -> None:  # type: ignore[no-untyped-def]
     assert _row("same, every safe policy") == "0 races, 0 uses after reuse"
     for results in gdn_by_batch.values():
-        for name in SAFE_POLICIES:
+        for name in STREAM_SAFE_POLICIES:
             assert results[name].hazards == (), name
 
 
@@ -92,7 +92,7 @@ def test_wrong_results_on_the_cpu() -> None:
     assert want[:3] == got and want[3] == 8
     assert "every safe policy: 0 of 8" in cell
     assert all(
-        rows[p]["wrong results"] == 0 and rows[p]["orders tried"] == 8 for p in SAFE_POLICIES
+        rows[p]["wrong results"] == 0 and rows[p]["orders tried"] == 8 for p in STREAM_SAFE_POLICIES
     )
 
 
@@ -107,7 +107,7 @@ def test_tiny_stack_ggml_detector_engine_flow() -> None:
         len(res["interleave"].hazards),
     ]
     assert "every safe policy: 0" in cell
-    assert all(res[p].hazards == () for p in SAFE_POLICIES)
+    assert all(res[p].hazards == () for p in STREAM_SAFE_POLICIES)
 
 
 def test_engine_probes_match() -> None:
@@ -194,7 +194,7 @@ def test_h200_race_experiment(recorded) -> None:  # type: ignore[no-untyped-def]
         assert len(rows) == 1 and rows.iloc[0].runs == 300, (layer, plan)
         return int(rows.iloc[0].wrong_runs)
 
-    safe = max(wrong(layer, p) for layer in ("gdn", "attn", "stack") for p in SAFE_POLICIES)
+    safe = max(wrong(layer, p) for layer in ("gdn", "attn", "stack") for p in STREAM_SAFE_POLICIES)
     _agree(
         _row("race experiment, 27B GDN layer"),
         [wrong("gdn", "sequential"), wrong("gdn", "interleave"), safe],

@@ -69,6 +69,6 @@ def test_a_planted_dense_ffn_hazard_is_an_ffn_site() -> None:
     h = Hazard("write-after-write", up, gate, up, gate, 1, 2, 0, 4, "planted")
     sites = SiteMap(g, rep)
     assert sites.hazard_site(h) == "ffn"
-    assert sites.count([h]) == {"gdn": 0, "attn": 0, "ffn": 1, "moe": 0, "other": 0}
+    assert sites.count([h]) == {"gdn": 0, "attn": 0, "ffn": 1, "moe": 0, "other": 0, "host": 0}
     assert format_sites(sites.count([h, h])) == "ffn 2" and format_sites({}) == "-"
     assert tuple(sites.count([])) == SITES

@@ -57,6 +57,9 @@ RAW, WAR, WAW = "read-after-write", "write-after-read", "write-after-write"
 ACCESS_KINDS = (RAW, WAR, WAW)
 #: Node name and stream of the host in hazards: it writes the inputs and reads the outputs.
 HOST, HOST_STREAM = "(host)", -1
+#: How tables and charts name the host on either side of a hazard: as the first side it is the
+#: overwrite (its writes of the inputs), as the second the read (its reads of the outputs).
+HOST_WRITES, HOST_READS = "the host, before the first node", "the host, after the last node"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,27 @@ class Hazard:
     end: int
     explanation: str
     access: str | None = None
+
+    @property
+    def with_host(self) -> bool:
+        """Whether one side (or both) is the host rather than a node of the graph."""
+        return self.first_node == HOST or self.second_node == HOST
+
+    @property
+    def graph_nodes(self) -> tuple[str, ...]:
+        """The hazard's sides that are nodes of the graph, first then second (the host left
+        out): what a consumer may look up in the graph."""
+        return tuple(n for n in (self.first_node, self.second_node) if n != HOST)
+
+    @property
+    def first_label(self) -> str:
+        """`first_node`, or `HOST_WRITES` when the host's input writes are the overwrite."""
+        return HOST_WRITES if self.first_node == HOST else self.first_node
+
+    @property
+    def second_label(self) -> str:
+        """`second_node`, or `HOST_READS` when the host's output reads are the read."""
+        return HOST_READS if self.second_node == HOST else self.second_node
 
 
 @dataclass(frozen=True)

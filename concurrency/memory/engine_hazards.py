@@ -42,20 +42,26 @@ class EngineHazards:
         return self.engine if which == "engine" else self.graph_only
 
     def pairs(self, which: str = "engine", layer: int | None = None) -> set[tuple[str, str]]:
-        """(first node, second node) of each hazard, optionally of one layer's nodes only."""
+        """(first node, second node) of each hazard, optionally of one layer's only: a
+        hazard's layer is its first node's, or its other node's when the first side is the
+        host (`HOST` names the host's side; a hazard between two host events has no layer)."""
         return {
             (h.first_node, h.second_node)
             for h in self._hazards(which)
-            if layer is None or self.graph[h.first_node].layer == layer
+            if layer is None or self._layer(h) == layer
         }
 
+    def _layer(self, hazard: Hazard) -> int | None:
+        nodes = hazard.graph_nodes
+        return self.graph[nodes[0]].layer if nodes else None
+
     def sites(self, which: str) -> dict[str, int]:
-        """Hazards per site: GDN layer, attention layer, dense FFN fork, MoE FFN fork, other
-        (`concurrency.memory.sites`)."""
+        """Hazards per site: GDN layer, attention layer, dense FFN fork, MoE FFN fork, other,
+        and "host" for hazards with the host on one side (`concurrency.memory.sites`)."""
         return SiteMap(self.graph, self.report).count(self._hazards(which))
 
     def count(self, which: str, site: str) -> int:
-        """Hazards at one site ("gdn", "attn", "ffn", "moe" or "other")."""
+        """Hazards at one site ("gdn", "attn", "ffn", "moe", "other" or "host")."""
         if site not in SITES:
             raise UnknownNameError("hazard site", site, SITES)
         return self.sites(which)[site]

@@ -1,5 +1,6 @@
 """Where a hazard happens: a GDN layer, an attention layer, a dense FFN fork, a MoE FFN fork,
-or elsewhere (embedding, LM head, graphs without a model config).
+elsewhere (embedding, LM head, graphs without a model config), or at the graph's inputs and
+outputs ("host").
 
 A node's *part* follows from its layer and position: in layer L, nodes up to the token mixer's
 residual add (`attn_residual-L`) belong to the mixer — a GDN layer when the config says layer L
@@ -8,6 +9,13 @@ has experts, dense otherwise. A fork region takes the part of its fork node, and
 inside the region (after the fork, up to its last join) takes the region's site. Two nodes race
 only when one runs on a side stream, that is inside a region, so a hazard's site is the site of
 the region holding one of its nodes (the first one, in plan order, that lies in a region).
+
+A hazard with the host on one side (`Hazard.with_host`: the host's writes of the graph inputs
+before the first node, or its reads of the outputs after the last) is at site "host", labelled
+"graph input/output", whatever its node side: no fork region lets it happen, the plan gave
+away bytes the host still needed (a view output's base freed by ggml's rule, say) or put an
+input onto bytes still to be read. The checker never reports a race with the host, so these
+are uses after reuse, wrong in every run.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from concurrency.graph.branches import BranchReport
 from concurrency.graph.ir import Graph
 from concurrency.memory.check import Hazard
 
-SITES = ("gdn", "attn", "ffn", "moe", "other")
+SITES = ("gdn", "attn", "ffn", "moe", "other", "host")
 SITE_LABELS: Mapping[str, str] = MappingProxyType(
     {
         "gdn": "GDN layer",
@@ -27,6 +35,7 @@ SITE_LABELS: Mapping[str, str] = MappingProxyType(
         "ffn": "FFN fork",
         "moe": "MoE FFN fork",
         "other": "other",
+        "host": "graph input/output",
     }
 )
 
@@ -71,12 +80,16 @@ class SiteMap:
         return self.region_site[i] or self.parts[i]
 
     def hazard_site(self, hazard: Hazard) -> str:
-        """The site of the region that lets the hazard's two nodes overlap."""
+        """The site of the region that lets the hazard's two nodes overlap; "host" when one
+        side is the host."""
+        if hazard.with_host:
+            return "host"
+        index = self.graph.index
         for name in (hazard.first_node, hazard.second_node):
-            site = self.region_site[self.graph.index[name]]
+            site = self.region_site[index[name]]
             if site is not None:
                 return site
-        return self.parts[self.graph.index[hazard.first_node]]
+        return self.parts[index[hazard.first_node]]
 
     def count(self, hazards: Iterable[Hazard]) -> dict[str, int]:
         """Hazards per site, every site listed (zeros included), in SITES order."""

@@ -204,21 +204,25 @@ def hazard_rows(
     timeline: Timeline | None = None,
     plan: MemoryPlan | None = None,
 ) -> list[dict[str, object]]:
-    """One row per hazard: the bytes it covers and the x extent of its two accesses."""
+    """One row per hazard: the bytes it covers and the x extent of its two accesses. The host
+    writes the inputs at the left edge (x 0) and reads the outputs at the right one (the end
+    of the plan's order, or of the last kernel with a timeline)."""
     times = node_times(graph, timeline) if timeline is not None else None
     position = {n: i for i, n in enumerate(plan.order)} if plan is not None else graph.index
+    if times is not None:
+        end = max((hi for _, hi in times.values()), default=0.0)
+    else:
+        end = float(len(position))
     rows = []
     for k, h in enumerate(hazards):
         xs: list[float] = []
-        for node in (h.first_node, h.second_node):
-            if node not in graph.index:
-                continue
-            if times is not None:
+        for node, host_x in ((h.first_node, 0.0), (h.second_node, end)):
+            if node not in graph.index:  # the host
+                xs.append(host_x)
+            elif times is not None:
                 xs.extend(times[node])
             else:
                 xs.extend((position[node], position[node] + 1))
-        if not xs:
-            continue
         rows.append(
             {
                 "hazard": k + 1,
@@ -226,8 +230,8 @@ def hazard_rows(
                 "access": h.access or "",
                 "tensor": graph.base(h.first_tensor),
                 "other": graph.base(h.second_tensor),
-                "first": f"{h.first_node} (stream {h.first_stream})",
-                "second": f"{h.second_node} (stream {h.second_stream})",
+                "first": _side(h.first_label, h.first_node, h.first_stream),
+                "second": _side(h.second_label, h.second_node, h.second_stream),
                 "size": format_bytes(h.end - h.start),
                 "range": f"{format_bytes(h.start)} – {format_bytes(h.end)}",
                 "x0": min(xs),
@@ -238,6 +242,11 @@ def hazard_rows(
             }
         )
     return rows
+
+
+def _side(label: str, node: str, stream: int) -> str:
+    """A hazard's side in a tooltip: the node and its stream, or what the host does."""
+    return f"{node} (stream {stream})" if label == node else label
 
 
 def share_rows(rects: Sequence[Placement]) -> list[dict[str, object]]:

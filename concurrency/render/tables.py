@@ -92,16 +92,17 @@ HAZARD_COLUMNS = [
 def hazard_frame(hazards: Iterable[Hazard], tensor: str | None = None) -> pd.DataFrame:
     """One row per hazard (kind: race or use after reuse, the access pair of a race, both
     tensors, both nodes and their streams, how many bytes and which, the sentence); only those
-    touching `tensor` when it is given."""
+    touching `tensor` when it is given. The host's side is named for what it does there
+    (`Hazard.first_label`, `second_label`), on stream -1."""
     rows = [
         {
             "kind": h.kind,
             "access": h.access or "",
             "first tensor": h.first_tensor,
-            "first node": h.first_node,
+            "first node": h.first_label,
             "stream": h.first_stream,
             "second tensor": h.second_tensor,
-            "second node": h.second_node,
+            "second node": h.second_label,
             "stream ": h.second_stream,
             "size": format_bytes(h.end - h.start),
             "bytes": f"{h.start}–{h.end - 1}",

@@ -3,6 +3,12 @@ each of its sources, so nothing a region touches is freed before its last join i
 
 ggml's scheduler honours the dependencies by inserting, after `until`, a NONE node whose
 sources are the kept tensors; `Rules.keep_until` reproduces that exactly.
+
+Graph outputs that are views keep ggml's rule, as the PR does: only the view is flagged OUTPUT,
+and once the dependency nodes have released it ggml frees the base, so a later tensor may
+overwrite the output before the host reads it, under any schedule. LACE stays faithful to the
+PR (and to ggml, which `lace fidelity` compares it with): the policy is safe with streams
+(`STREAM_SAFE_POLICIES`) but not on such graphs (not in `SAFE_POLICIES`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ new tensor takes only bytes whose `clear` lies in the schedule's ancestors of it
 no node with `blocked`), and in-place reuse asks the same of the parent's block. Bits of
 nodes that happen before every later node (`Schedule.settled_at`) are forgotten as the walk
 passes them, which keeps the free list short.
+
+Graph outputs that are views: ggml frees their base (only the view is flagged OUTPUT), which
+would let a later writer overwrite the output before the host reads it; `happens_before` pins
+those bases (`concurrency.memory.policies.outputs`), as outputs are, so the host's reads after
+the last node are safe too.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from concurrency.graph.schedule import Schedule
 from concurrency.memory.ggml.gallocr import Planner, Rules, plan_graph
 from concurrency.memory.plan import MemoryPlan
 from concurrency.memory.policies.happens_before_pool import HappensBeforeAllocator
+from concurrency.memory.policies.outputs import output_view_bases
 
 
 class HappensBeforePlanner(Planner):
@@ -86,6 +92,7 @@ class HappensBeforePlanner(Planner):
 
 
 def plan(graph: Graph, schedule: Schedule, report: BranchReport, alignment: int) -> MemoryPlan:
+    rules = Rules(pinned=output_view_bases(graph))
     return plan_graph(
-        graph, schedule, graph.nodes, alignment, Rules(), "happens_before", HappensBeforePlanner
+        graph, schedule, graph.nodes, alignment, rules, "happens_before", HappensBeforePlanner
     )

@@ -4,6 +4,12 @@ flagged GGML_TENSOR_FLAG_NO_ALLOC_FREE and never freed.
 The PR's allocator side was not visible in the review excerpts; LACE reads the flag like
 OUTPUT: a flagged tensor is never freed and never taken over in place. Inside LACE's general
 regions the flag covers every interior node but the last join (see `regions.interior`).
+
+Graph outputs that are views keep ggml's rule, as the PR does: only the view is flagged OUTPUT,
+ggml frees the base once its readers and views are done, and the PR flags only region tensors,
+so a base outside them is freed and a later tensor may overwrite the output before the host
+reads it, under any schedule. LACE stays faithful to the PR here: the policy is safe with
+streams (`STREAM_SAFE_POLICIES`) but not on such graphs (not in `SAFE_POLICIES`).
 """
 
 from __future__ import annotations

@@ -17,9 +17,11 @@ caller holds them to the end. A node's output (a planned, non-empty tensor) is a
 the node is issued, on the node's stream; PyTorch has no opportunistic in-place reuse, so
 each gets its own block (ggml's in-place ops are views, which allocate nothing). Its block
 is freed once the last node referring to it or to a view of it has been issued (the Python
-reference dropped); outputs are never freed. `torch_record_stream` calls `record_stream` for
-every stream that touches a tensor's bytes other than the one that allocated it; its events
-are recorded, at free time, after the last node already issued on each such stream.
+reference dropped); outputs are never freed, and neither is the base of an output that is a
+view: the caller holds the view, and a view holds its base's storage. `torch_record_stream`
+calls `record_stream` for every stream that touches a tensor's bytes other than the one that
+allocated it; its events are recorded, at free time, after the last node already issued on
+each such stream.
 
 When an event has completed is a matter of GPU timing that a plan cannot know. LACE counts an
 event as complete for an allocation exactly when the schedule orders the event's node before
@@ -41,6 +43,7 @@ from concurrency.graph.branches import BranchReport
 from concurrency.graph.ir import Graph
 from concurrency.graph.schedule import Schedule
 from concurrency.memory.plan import MemoryPlan
+from concurrency.memory.policies.outputs import output_view_bases
 from concurrency.memory.pytorch.caching_allocator import (
     MIN_BLOCK_BYTES,
     Block,
@@ -74,9 +77,11 @@ def eager_plan(graph: Graph, schedule: Schedule, record_stream: bool, policy: st
     sizes: dict[str, int] = {}
     freed_after: dict[str, str] = {}
 
+    held = output_view_bases(graph)  # the caller's output views hold these
     drop_at: dict[int, list[str]] = {}
     for base, i in last_references(graph).items():
-        if not graph[base].is_output and not graph[base].is_input:
+        t = graph[base]
+        if not t.is_output and not t.is_input and base not in held:
             drop_at.setdefault(i, []).append(base)
     touched: dict[int, list[str]] = {}
     if record_stream:
