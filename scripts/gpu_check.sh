@@ -12,28 +12,6 @@
 # (TF32, ~1e-3) instead of its float64-capable torch functions in the comparison tests.
 set -u
 cd "$(dirname "$0")/.."
-# A site directory of this script's own, emptied first: a warm machine keeps what an earlier
-# script installed (gpu_peers.sh's fla would make transformers pick fla's Triton kernels here).
-SITE=/tmp/site-check
-rm -rf "$SITE"
-PY=python3
-wheels=()
-for pattern in nvmath_python cupti_python; do
-  for w in .whl/${pattern}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
-done
-# pytest only where the machine has none (the image's own pytest keeps its plugins working)
-if ! $PY -c "import pytest" 2>/dev/null; then
-  for pattern in pytest pluggy iniconfig pygments; do
-    for w in .whl/${pattern}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
-  done
-fi
-for mod in bindings:cuda_bindings core:cuda_core pathfinder:cuda_pathfinder; do
-  if ! $PY -c "import cuda.${mod%%:*}" 2>/dev/null; then
-    for w in .whl/fallback/${mod##*:}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
-  fi
-done
-echo "== installing ${#wheels[@]} wheels into $SITE: ${wheels[*]##*/}"
-$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target "$SITE" "${wheels[@]}" 2>&1 | grep -v "^WARNING: Target directory" | tail -5
-export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1
+source scripts/device_site.sh
+device_site check --pytest nvmath_python cupti_python
 exec $PY -m concurrency.execute.gpu.selfcheck --out "${OUT:-gpu-selfcheck}" "$@"

@@ -18,29 +18,8 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gdn-out}
 mkdir -p "$OUT"
-# A site directory of this script's own, emptied first: a warm machine keeps what an earlier
-# script installed (gpu_peers.sh's fla would make transformers pick fla's Triton kernels here).
-SITE=/tmp/site-gdn
-rm -rf "$SITE"
-PY=python3
-wheels=()
-for w in .whl/nvmath_python-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
-if ! $PY -c "import pytest" 2>/dev/null; then
-  for pattern in pytest pluggy iniconfig pygments; do
-    for w in .whl/${pattern}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
-  done
-fi
-for mod in bindings:cuda_bindings core:cuda_core pathfinder:cuda_pathfinder; do
-  if ! $PY -c "import cuda.${mod%%:*}" 2>/dev/null; then
-    for w in .whl/fallback/${mod##*:}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
-  fi
-done
-echo "== installing ${#wheels[@]} wheels into $SITE: ${wheels[*]##*/}"
-if [ ${#wheels[@]} -gt 0 ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" "${wheels[@]}" 2>&1 | grep -v "^WARNING: Target directory" | tail -5
-fi
-export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1
+source scripts/device_site.sh
+device_site gdn --pytest nvmath_python
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader 2>/dev/null
 PYTEST=($PY -m pytest -m gpu -p no:cacheprovider -o addopts= -q -rfE --tb=short --durations=5)
 

@@ -10,28 +10,11 @@
 # llama-model.log; stdout is the progress log and the table (`tee $OUT/peers-log.txt`).
 set -u
 cd "$(dirname "$0")/.."
-# A site directory of this script's own, emptied first: a warm machine keeps what an earlier
-# script installed (gpu_peers.sh's fla would make transformers pick fla's Triton kernels here).
-SITE=/tmp/site-peers
-rm -rf "$SITE"
-PY=python3
-wheels=()
-for pattern in nvmath_python fla_core; do
-  for w in .whl/${pattern}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
-done
-for mod in bindings:cuda_bindings core:cuda_core pathfinder:cuda_pathfinder; do
-  if ! $PY -c "import cuda.${mod%%:*}" 2>/dev/null; then
-    for w in .whl/fallback/${mod##*:}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
-  fi
-done
-echo "== installing ${#wheels[@]} wheels into $SITE: ${wheels[*]##*/}"
-if [ ${#wheels[@]} -gt 0 ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" "${wheels[@]}" 2>&1 | grep -v "^WARNING: Target directory" | tail -5
-fi
+source scripts/device_site.sh
+device_site peers nvmath_python fla_core
 SRC=.llama-src
 # gguf (the GGUF writer) from the carried tree's gguf-py: the machine has no gguf package
-export PYTHONPATH="$SITE:$PWD:$PWD/$SRC/gguf-py" PYTHONUNBUFFERED=1
+export PYTHONPATH="$SITE:$PWD:$PWD/$SRC/gguf-py"
 # the GATED_DELTA_NET perf cases of the 27B dims, added to test-backend-ops (once)
 PATCH=scripts/peers/test-backend-ops-gdn.patch
 if [ -f "$SRC/tests/test-backend-ops.cpp" ] && ! grep -q "LACE peers: Qwen3.5-27B" "$SRC/tests/test-backend-ops.cpp"; then

@@ -18,25 +18,9 @@ set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-record}"
 mkdir -p "$OUT"
-# A site directory of this script's own, emptied first: a warm machine keeps what an earlier
-# script installed (gpu_peers.sh's fla would make transformers pick fla's Triton kernels here).
-SITE=/tmp/site-record
-rm -rf "$SITE"
-PY=python3
+source scripts/device_site.sh
+device_site record nvmath_python cupti_python
 T0=$(date +%s)
-wheels=()
-for pattern in nvmath_python cupti_python; do
-  for w in .whl/${pattern}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
-done
-for mod in bindings:cuda_bindings core:cuda_core pathfinder:cuda_pathfinder; do
-  if ! $PY -c "import cuda.${mod%%:*}" 2>/dev/null; then
-    for w in .whl/fallback/${mod##*:}-*.whl; do [ -e "$w" ] && wheels+=("$w"); done
-  fi
-done
-echo "== installing ${#wheels[@]} wheels into $SITE: ${wheels[*]##*/}"
-$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target "$SITE" "${wheels[@]}" 2>&1 | grep -v "^WARNING: Target directory" | tail -5
-export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1
 
 echo "== versions"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
