@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 from random_cases import view_output_graph
 
-from concurrency.cli import cmd_hazards, cmd_plan, main
+from concurrency.cli import main
 from concurrency.graph.branches import BranchReport, detect_branches
 from concurrency.graph.ir import Graph
 from concurrency.graph.schedule import Schedule, serial_schedule
@@ -86,9 +86,10 @@ def test_engine_hazards_take_host_hazards(case: HostCase) -> None:
 def _patch_graph(monkeypatch: pytest.MonkeyPatch, case: HostCase) -> None:
     """Make `lace plan` and `lace hazards` run on the view-output graph (the CLI builds only
     model graphs, none of which has a host hazard)."""
+    from concurrency.cli import common
+
     built = (case.graph, case.report, case.schedule)
-    for module in (cmd_plan, cmd_hazards):
-        monkeypatch.setattr(module, "schedule_from_args", lambda args, progress: built)
+    monkeypatch.setattr(common, "schedule_from_args", lambda args, progress: built)
 
 
 def test_lace_plan_and_hazards_show_host_hazards(

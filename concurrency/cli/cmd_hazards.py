@@ -11,14 +11,11 @@ from concurrency.cli.common import (
     add_graph_args,
     add_policy_arg,
     add_schedule_args,
-    engine_from_args,
-    flow,
+    compare_from_args,
     flow_json,
     flow_line,
     graph_id,
-    policy_names,
     positive_int,
-    schedule_from_args,
 )
 from concurrency.cli.output import Result
 from concurrency.cli.progress import Progress
@@ -35,22 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, progress: Progress) -> Result:
-    from concurrency.memory.compare import compare_policies
     from concurrency.memory.sites import SiteMap, format_sites
 
-    graph, report, schedule = schedule_from_args(args, progress)
-    engine = engine_from_args(args, graph, progress)
-    names = policy_names(args.policy)
-    results = compare_policies(
-        graph,
-        schedule,
-        report,
-        names,
-        args.alignment,
-        flow=flow(args),
-        engine=engine,
-        on_policy=progress.callback(f"planning and checking {len(names)} policies", len(names)),
-    )
+    c = compare_from_args(args, progress)
+    graph, report, schedule, engine, results = c.graph, c.report, c.schedule, c.engine, c.results
     sites = SiteMap(graph, report)
     if args.format == "json":
         doc = {

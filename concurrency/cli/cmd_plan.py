@@ -14,13 +14,10 @@ from concurrency.cli.common import (
     add_graph_args,
     add_policy_arg,
     add_schedule_args,
-    engine_from_args,
-    flow,
+    compare_from_args,
     flow_json,
     flow_line,
     graph_id,
-    policy_names,
-    schedule_from_args,
 )
 from concurrency.cli.output import Result
 from concurrency.cli.progress import Progress
@@ -35,22 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, progress: Progress) -> Result:
     from concurrency.format import format_bytes
-    from concurrency.memory.compare import compare_policies
     from concurrency.memory.sites import format_sites
 
-    graph, report, schedule = schedule_from_args(args, progress)
-    engine = engine_from_args(args, graph, progress)
-    names = policy_names(args.policy)
-    results = compare_policies(
-        graph,
-        schedule,
-        report,
-        names,
-        args.alignment,
-        flow=flow(args),
-        engine=engine,
-        on_policy=progress.callback(f"planning and checking {len(names)} policies", len(names)),
-    )
+    c = compare_from_args(args, progress)
+    graph, schedule, engine, results = c.graph, c.schedule, c.engine, c.results
     if args.format == "json":
         doc = {"graph": graph_id(graph), "streams": schedule.n_streams, **flow_json(args, engine)}
         return Result.json({**doc, "policies": [r.row() for r in results]})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from concurrency.graph.branches import BranchReport
     from concurrency.graph.ir import Graph
     from concurrency.graph.schedule import Schedule
+    from concurrency.memory.compare import PolicyResult
     from concurrency.memory.engine_flow import EngineFlow
 
 ALL = "all"
@@ -258,6 +260,38 @@ def engine_from_args(
     return EngineFlow.for_graph(
         graph, detector=args.detector, max_streams=args.max_streams, n_ubatch=args.n_ubatch
     )
+
+
+@dataclass(frozen=True)
+class Compared:
+    """What `lace plan` and `lace hazards` both start from: the graph, its fork regions and
+    schedule, the engine context (engine flow only) and every asked policy planned and checked."""
+
+    graph: Graph
+    report: BranchReport
+    schedule: Schedule
+    engine: EngineFlow | None
+    results: list[PolicyResult]
+
+
+def compare_from_args(args: argparse.Namespace, progress: Progress) -> Compared:
+    """Build, schedule and plan every policy `--policy` names (compare_policies), with progress."""
+    from concurrency.memory.compare import compare_policies
+
+    graph, report, schedule = schedule_from_args(args, progress)
+    engine = engine_from_args(args, graph, progress)
+    names = policy_names(args.policy)
+    results = compare_policies(
+        graph,
+        schedule,
+        report,
+        names,
+        args.alignment,
+        flow=flow(args),
+        engine=engine,
+        on_policy=progress.callback(f"planning and checking {len(names)} policies", len(names)),
+    )
+    return Compared(graph, report, schedule, engine, list(results))
 
 
 def flow_line(args: argparse.Namespace, engine: EngineFlow | None) -> str:
