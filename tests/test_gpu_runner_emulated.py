@@ -98,3 +98,36 @@ def test_measured_timeline_mapping(launch, monkeypatch) -> None:
     assert sorted(r.node for r in rows) == sorted(s.node for s in timeline.spans)
     assert all(a.duration_us >= b.duration_us for a, b in itertools.pairwise(rows))
     assert all(r.bytes_moved > 0 and r.gb_per_s > 0 for r in rows)
+
+
+def test_every_replay_sets_the_graph_inputs_again() -> None:
+    """A plan may give an input's arena bytes to a later tensor (here the attention layer's
+    mask and indices under `sequential`), as ggml frees inputs like any tensor; the engine sets
+    its inputs before every step, and so does `replay`: a second step from the same states
+    gives the first step's results. Without setting them it reads what that tensor left."""
+    from concurrency.execute.gpu.runner import DeviceRun
+    from concurrency.graph.ir import TensorKind
+
+    graph = layer_graph("tiny", "attn", "decode", 2, kv_tokens=40)
+    schedule, plan = planned(graph, "sequential")
+    run = DeviceRun(build_launch_plan(graph, schedule, plan, matmul="custom"))
+    inputs = reference_inputs(graph, seed=23)
+    run.upload(inputs)
+    run.run_eager()
+    exec_ = run.capture()
+    states = {n: v for n, v in inputs.items() if graph[n].kind is TensorKind.STATE}
+
+    def step(set_inputs: bool) -> dict[str, np.ndarray]:
+        for name, value in states.items():  # the same caches each time
+            run.upload_leaf(name, value)
+        run.replay(exec_, set_inputs=set_inputs)
+        return run.read()
+
+    first = step(True)
+    overwritten = [n for n in run.input_names if not np.array_equal(run.read([n])[n], inputs[n])]
+    assert overwritten, "no input's bytes were reused: the case does not test anything"
+    again = step(True)
+    for key in first:
+        assert np.array_equal(first[key], again[key]), key
+    stale = step(False)
+    assert any(not np.array_equal(first[k], stale[k]) for k in first), "stale inputs went unseen"

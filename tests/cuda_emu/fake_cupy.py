@@ -224,6 +224,7 @@ def module() -> types.ModuleType:
         getDeviceCount=lambda: 1,
         memset=_memset,
         memcpy=_memcpy,
+        memcpyAsync=lambda dst, src, nbytes, kind, stream: _memcpy(dst, src, nbytes, kind),
         memcpyHostToDevice=1,
         memcpyDeviceToHost=2,
         memcpyDeviceToDevice=3,

@@ -11,6 +11,11 @@ values, nvmath matmuls planned once); and then:
 * `capture()` records the same launches into one CUDA graph (stream capture across streams:
   the side streams wait for a fork event and are joined back before capture ends), and
   `replay(graph)` launches it — no host work inside a replay,
+* graph inputs are set before every replay, as the engine sets them before every step
+  (llama.cpp's set_inputs): a plan may hand an input's arena bytes to a later tensor (ggml
+  frees inputs like any tensor), so without it every replay after the first would read what
+  that tensor left (the attention mask: every KV cell read). `upload` keeps a device copy of
+  each input; `replay` and `replay_times_us` copy them back first, outside the timed span,
 * `read()` copies the results back as float64 NumPy arrays (outputs and states, the keys of
   `numpy_arena.reference_run`).
 
@@ -37,6 +42,7 @@ from concurrency.execute.gpu.launch import (
     TensorRef,
 )
 from concurrency.execute.gpu.storage import HOST_TYPES, to_float64, to_storage
+from concurrency.graph.ir import TensorKind
 
 DEFAULT_SHARED_LIMIT = 48 * 1024
 
@@ -71,6 +77,18 @@ class DeviceRun:
         self.fork = cp.cuda.Event(disable_timing=True)
         self.joins = {s: cp.cuda.Event(disable_timing=True) for s in launch_plan.side_streams}
         self._shared_set: dict[int, int] = {}
+        # the graph inputs' values as uploaded, restored before each replay (module doc)
+        self.input_names = tuple(
+            n
+            for n in launch_plan.graph.leafs
+            if launch_plan.graph[n].kind is TensorKind.INPUT and n in launch_plan.tensors
+        )
+        self.input_copy_at: dict[str, int] = {}
+        total = 0
+        for n in self.input_names:
+            self.input_copy_at[n] = total
+            total += -(-launch_plan.tensors[n].nbytes // 256) * 256
+        self.input_copy = cp.cuda.alloc(max(total, 1))
         self.calls: tuple[tuple[Callable[[Any], None], ...], ...] = tuple(
             tuple(self._bind(launch) for launch in node.launches) for node in launch_plan.nodes
         )
@@ -130,6 +148,35 @@ class DeviceRun:
             host.nbytes,
             self.cp.cuda.runtime.memcpyHostToDevice,
         )
+        self._keep_input(name)
+
+    def _keep_input(self, name: str) -> None:
+        """Copy a just-uploaded graph input into the run's copy of the inputs."""
+        at = self.input_copy_at.get(name)
+        if at is None:
+            return
+        ref = self.lp.tensors[name]
+        self.cp.cuda.runtime.memcpy(
+            int(self.input_copy.ptr) + at,
+            self.address(ref.ptr),
+            ref.nbytes,
+            self.cp.cuda.runtime.memcpyDeviceToDevice,
+        )
+
+    def restore_inputs(self, stream: Any | None = None) -> None:
+        """Set every graph input to its uploaded value again, on `stream` (default: main),
+        in order with the work queued there."""
+        stream = self.streams[0] if stream is None else stream
+        rt = self.cp.cuda.runtime
+        for name, at in self.input_copy_at.items():
+            ref = self.lp.tensors[name]
+            rt.memcpyAsync(
+                self.address(ref.ptr),
+                int(self.input_copy.ptr) + at,
+                ref.nbytes,
+                rt.memcpyDeviceToDevice,
+                stream.ptr,
+            )
 
     def upload(self, values: Mapping[str, np.ndarray], *, fill_arena: bool = True) -> None:
         """Fill the arena with 0xFF (NaN) and copy every leaf's value to its device location."""
@@ -155,6 +202,7 @@ class DeviceRun:
             ref.nbytes,
             self.cp.cuda.runtime.memcpyDeviceToDevice,
         )
+        self._keep_input(name)
 
     def read_buffer(self, name: str) -> np.ndarray:
         """A host copy (uint8) of one whole device buffer of the plan (e.g. the scratch)."""
@@ -240,29 +288,38 @@ class DeviceRun:
             raise
         return main.end_capture()
 
-    def replay(self, graph: Any, *, sync: bool = True) -> None:
+    def replay(self, graph: Any, *, sync: bool = True, set_inputs: bool = True) -> None:
+        """One step: the graph inputs set to their uploaded values (`set_inputs`), then the
+        graph launched on the main stream."""
+        if set_inputs:
+            self.restore_inputs()
         graph.launch(self.streams[0])
         if sync:
             self.streams[0].synchronize()
 
     def replay_times_us(self, graph: Any, count: int) -> np.ndarray:
-        """GPU time of `count` back-to-back replays, each bracketed by CUDA events (µs)."""
+        """GPU time of `count` replays, each bracketed by CUDA events (µs); before each, outside
+        its bracket, the graph inputs are set again (module doc)."""
         cp = self.cp
         main = self.streams[0]
-        marks = [cp.cuda.Event() for _ in range(count + 1)]
+        starts = [cp.cuda.Event() for _ in range(count)]
+        ends = [cp.cuda.Event() for _ in range(count)]
+        self.restore_inputs(main)
         graph.launch(main)  # warm-up
-        marks[0].record(main)
         for i in range(count):
+            self.restore_inputs(main)
+            starts[i].record(main)
             graph.launch(main)
-            marks[i + 1].record(main)
+            ends[i].record(main)
         main.synchronize()
         return np.array(
-            [cp.cuda.get_elapsed_time(marks[i], marks[i + 1]) * 1000.0 for i in range(count)]
+            [cp.cuda.get_elapsed_time(starts[i], ends[i]) * 1000.0 for i in range(count)]
         )
 
     def free(self) -> None:
         self.cp.cuda.Device().synchronize()
         self.mem.clear()
+        self.input_copy = None
 
 
 def host_view(buf: np.ndarray, ref: TensorRef) -> np.ndarray:
