@@ -23,6 +23,7 @@ from functools import cached_property
 from typing import Any
 
 from concurrency.errors import ConfigError
+from concurrency.execute.gpu.launch import GEMV_MAX_COLUMNS
 from concurrency.graph.branches import BranchReport, detect_branches
 from concurrency.graph.builders import build_graph
 from concurrency.graph.config import ModelConfig, get_config
@@ -90,6 +91,11 @@ class GpuCase:
             "gdn": self.gdn,
             "n_ctx": self.n_ctx,
             "flow": self.flow,
+            # how projections and replays ran, which "matmul" and the data alone do not say:
+            # recordings before these keys used a GEMV up to 8 columns and did not set the
+            # graph inputs again before each timed replay (data/README.md)
+            "gemv_max_columns": GEMV_MAX_COLUMNS,
+            "replay_inputs": "set before each replay",
         }
 
     @classmethod
