@@ -25,6 +25,7 @@ All times are in microseconds and work on simulated and measured timelines alike
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -43,6 +44,33 @@ def makespan_us(timeline: Timeline) -> float:
     if not timeline.spans:
         return 0.0
     return max(s.end_us for s in timeline.spans) - min(s.start_us for s in timeline.spans)
+
+
+@dataclass(frozen=True)
+class StreamOverlap:
+    """Two consecutive kernels of one stream whose spans overlap: the later one starts
+    `overlap_us` before the earlier one ends. A stream runs its kernels in order, so in a
+    measured timeline this is timer skew or a wrong record-to-node mapping, never real."""
+
+    stream: int
+    first_node: str
+    second_node: str
+    overlap_us: float
+
+
+def stream_overlaps(timeline: Timeline, slack_us: float = 0.0) -> list[StreamOverlap]:
+    """Every pair of consecutive same-stream kernels (by start time) that overlap by more than
+    `slack_us`, largest first."""
+    by_stream: dict[int, list[KernelSpan]] = {}
+    for span in timeline.spans:
+        by_stream.setdefault(span.stream, []).append(span)
+    found = []
+    for stream, spans in by_stream.items():
+        ordered = sorted(spans, key=lambda s: (s.start_us, s.end_us))
+        for a, b in itertools.pairwise(ordered):
+            if a.end_us - b.start_us > slack_us:
+                found.append(StreamOverlap(stream, a.node, b.node, a.end_us - b.start_us))
+    return sorted(found, key=lambda o: -o.overlap_us)
 
 
 def _union_us(spans: Iterable[KernelSpan]) -> float:

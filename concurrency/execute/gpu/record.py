@@ -39,6 +39,7 @@ from concurrency.errors import LaceError, MissingToolError
 from concurrency.execute.gpu.cases import MULTI, ONE, CaseContext, GpuCase
 from concurrency.execute.gpu.race import RaceRow, RaceSettings, race_case
 from concurrency.memory.policies import POLICIES
+from concurrency.timing.timeline import Timeline
 
 DEFAULT_MODELS = ("qwen3.5-27b", "qwen3.5-0.8b")
 DEFAULT_LAYER_KINDS = ("gdn", "attn", "stack")
@@ -440,6 +441,25 @@ class Recording:
     notes: list[str] = field(default_factory=list)
 
 
+#: Same-stream overlaps up to this are taken for CUPTI timer skew and not reported.
+OVERLAP_SLACK_US = 0.01
+
+
+def overlap_notes(label: str, timeline: Timeline) -> list[str]:
+    """One note when consecutive kernels of a stream overlap in a measured timeline (which a
+    stream cannot do: timer skew or a record mapped to the wrong node), naming the worst pair."""
+    from concurrency.timing.metrics import stream_overlaps
+
+    found = stream_overlaps(timeline, OVERLAP_SLACK_US)
+    if not found:
+        return []
+    w = found[0]
+    return [
+        f"{label}: {len(found)} same-stream kernel pair(s) overlap, the most {w.overlap_us:.2f} µs "
+        f"({w.first_node} → {w.second_node} on stream {w.stream})"
+    ]
+
+
 def _entry(
     rec: Recording, settings: RecordSettings, file: str, kind: str, **graph: Any
 ) -> DataEntry:
@@ -575,6 +595,7 @@ def _replay_stage(
                     rec.notes.append(f"{group.case.label} {kind} {policy}: {timeline}")
                     continue
                 file, entry = save_timeline(rec, settings, group.case, kind, policy, timeline)
+                rec.notes += overlap_notes(f"{group.case.label} {kind} {policy}", timeline)
                 rec.files.append(file)
                 entries.append(entry)
                 for row in rows:
