@@ -241,3 +241,19 @@ def test_record_dry_run_lists_the_cases(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["record", "--dry-run", "--models", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert not math.isnan(doc["replays_per_run"])
+
+
+def test_overlap_notes_name_the_worst_same_stream_pair() -> None:
+    from concurrency.execute.gpu.record import overlap_notes
+    from concurrency.timing.timeline import KernelSpan, RunMeta, Timeline
+
+    meta = RunMeta(device="d", model="m", layer="gdn", mode="decode", batch=1, policy="p",
+                   streams=1, launch="graph", source="measured")  # fmt: skip
+    spans = (
+        KernelSpan("a", "k", 0, 0.0, 2.0, "measured"),
+        KernelSpan("b", "k", 0, 1.68, 3.0, "measured"),
+        KernelSpan("c", "k", 0, 2.995, 4.0, "measured"),  # 0.005 µs: timer skew, not named
+    )
+    (note,) = overlap_notes("case one sequential", Timeline(spans, meta))
+    assert "1 same-stream kernel pair(s) overlap, the most 0.32 µs (a → b on stream 0)" in note
+    assert overlap_notes("clean", Timeline(spans[:1], meta)) == []

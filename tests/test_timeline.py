@@ -169,3 +169,50 @@ def test_parquet_without_required_columns_is_refused(tmp_path: Path) -> None:
     assert isinstance(damaged, pa.Table)
     pq.write_table(damaged, path)
     assert "end_us" in _error(path)
+
+
+def test_stream_overlaps_name_consecutive_kernels_of_one_stream_that_overlap() -> None:
+    """A stream runs its kernels one after another: a measured overlap is named, largest
+    first; kernels of different streams may overlap freely; the slack absorbs timer skew."""
+    from concurrency.timing.metrics import stream_overlaps
+    from concurrency.timing.timeline import KernelSpan, RunMeta, Timeline
+
+    def span(node: str, stream: int, start: float, end: float) -> KernelSpan:
+        return KernelSpan(node, "k", stream, start, end, "measured")
+
+    meta = RunMeta(device="d", model="m", layer="gdn", mode="decode", batch=1, policy="p",
+                   streams=2, launch="graph", source="measured")  # fmt: skip
+    t = Timeline(
+        (
+            span("a", 0, 0.0, 2.0),
+            span("b", 0, 1.7, 3.0),  # 0.3 µs early
+            span("c", 0, 2.99, 4.0),  # 0.01 µs: within a 0.02 slack
+            span("x", 1, 0.5, 3.5),  # another stream: fine
+            span("d", 1, 3.45, 5.0),  # 0.05 µs early
+        ),
+        meta,
+    )
+    found = stream_overlaps(t, slack_us=0.02)
+    assert [(o.first_node, o.second_node) for o in found] == [("a", "b"), ("x", "d")]
+    assert abs(found[0].overlap_us - 0.3) < 1e-9 and found[0].stream == 0
+    assert len(stream_overlaps(t)) == 3 and stream_overlaps(t, slack_us=1.0) == []
+
+
+def test_the_recorded_timelines_keep_stream_order_within_a_tenth_of_a_microsecond() -> None:
+    """The committed H200 timelines: same-stream kernels overlap by at most 0.1 µs (one
+    measured 0.06 µs after a cuBLASLt kernel: CUPTI timer skew or a record mapping, see
+    data/README.md); a larger overlap would mean a wrong timeline."""
+    from concurrency.data import TIMELINE, default_folder, load_manifest
+    from concurrency.timing.metrics import stream_overlaps
+    from concurrency.timing.timeline import Timeline
+
+    folder = default_folder()
+    timelines = [e for e in load_manifest(folder, check_files=False) if e.kind == TIMELINE]
+    assert timelines
+    for entry in timelines:
+        worst = stream_overlaps(Timeline.load(folder / entry.file), slack_us=0.1)
+        assert not worst, (entry.file, worst[0])
+    found = [
+        o for e in timelines for o in stream_overlaps(Timeline.load(folder / e.file), slack_us=0.01)
+    ]
+    assert max(o.overlap_us for o in found) < 0.07  # the 0.06 µs data/README.md names
