@@ -306,3 +306,22 @@ def test_h200_gemv_move_claim(recorded) -> None:  # type: ignore[no-untyped-def]
     before = _peer(recorded["peers"], "lace", "gdn layer decode", "5 streams (schedule)", 4)
     after = _replay(recorded["replays"], "gdn", "multi", "happens_before", batch=4).median_us
     assert f"took the layer at B = 4 from {before:.0f} to {after:.0f} µs" in text
+
+
+def test_status_states_the_recorded_stream_overlap(recorded) -> None:  # type: ignore[no-untyped-def]
+    from concurrency.data import TIMELINE, load_manifest
+    from concurrency.timing.metrics import stream_overlaps
+    from concurrency.timing.timeline import Timeline
+
+    folder = recorded["folder"]
+    worst = max(
+        (
+            o.overlap_us
+            for e in load_manifest(folder, check_files=False)
+            if e.kind == TIMELINE
+            for o in stream_overlaps(Timeline.load(folder / e.file))
+        ),
+        default=0.0,
+    )
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert f"one stream overlap by up to {worst:.2f} µs" in text
