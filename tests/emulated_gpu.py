@@ -57,9 +57,6 @@ def emulator_ready() -> str | None:
 def install(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """Put the stand-ins for cupy and cupti in sys.modules (undone by `monkeypatch`)."""
     cp = fake_cupy.module()
-    cp.cuda.runtime.memcpyAsync = lambda dst, src, n, kind, stream: fake_cupy._memcpy(
-        dst, src, n, kind
-    )
     props = cp.cuda.runtime.getDeviceProperties(0)
     cp.cuda.runtime.getDeviceProperties = lambda i: props | {"name": EMULATED.encode()}
     ticks = iter(range(1, 10**9))

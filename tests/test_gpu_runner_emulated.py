@@ -22,12 +22,7 @@ pytestmark = pytest.mark.skipif(emulator.compiler() is None, reason="g++ is not 
 
 @pytest.fixture(autouse=True)
 def fake_gpu(monkeypatch):
-    try:
-        emulator.library("elementwise.cu")
-    except (RuntimeError, OSError) as exc:
-        pytest.skip(f"the host C++ build of the kernels failed (needs g++ with C++20): {exc}")
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy.module())
-    kernel_files.module.cache_clear()
+    fake_cupy.use_in_place_of_cupy(monkeypatch)
     yield
     kernel_files.module.cache_clear()
 

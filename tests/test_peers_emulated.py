@@ -6,8 +6,6 @@ g++."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 from cuda_emu import emulator, fake_cupy
 
@@ -26,12 +24,7 @@ SMALL = GdnDims(d_model=64, hk=2, hv=4, dk=16, dv=16, conv_kernel=4)
 
 @pytest.fixture(autouse=True)
 def fake_gpu(monkeypatch):
-    try:
-        emulator.library("gated_delta.cu")
-    except (RuntimeError, OSError) as exc:
-        pytest.skip(f"the host C++ build of the kernels failed (needs g++ with C++20): {exc}")
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy.module())
-    kernel_files.module.cache_clear()
+    fake_cupy.use_in_place_of_cupy(monkeypatch, "gated_delta.cu")
     yield
     kernel_files.module.cache_clear()
 

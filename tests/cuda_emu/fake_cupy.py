@@ -10,8 +10,10 @@ own logic, not CuPy's behaviour.
 from __future__ import annotations
 
 import ctypes
+import sys
 import types
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -248,3 +250,16 @@ def module() -> types.ModuleType:
     )
     cp.RawModule = RawModule
     return cp
+
+
+def use_in_place_of_cupy(monkeypatch: Any, probe_source: str = "elementwise.cu") -> None:
+    """Put this stand-in in sys.modules as `cupy` (undone by `monkeypatch`) with a fresh kernel
+    cache, after building `probe_source` on the host; skip the test where that build fails."""
+    import pytest
+
+    try:
+        library(probe_source)
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"the host C++ build of the kernels failed (needs g++ with C++20): {exc}")
+    monkeypatch.setitem(sys.modules, "cupy", module())
+    kernel_files.module.cache_clear()
