@@ -190,6 +190,17 @@ def predict_llama_decode(
     return out
 
 
+def _residual_line(rows: Sequence[dict[str, object]], x_key: str) -> tuple[float, float] | None:
+    """(intercept, slope) of measured − predicted against `x_key` over `rows`, by least
+    squares; None with fewer than two distinct x values."""
+    xs = np.array([float(p[x_key]) for p in rows], float)  # type: ignore[arg-type]
+    if len(set(xs.tolist())) < 2:
+        return None
+    res = np.array([float(p["measured_us"]) - float(p["predicted_us"]) for p in rows])  # type: ignore[arg-type]
+    slope, intercept = (float(v) for v in np.polyfit(xs, res, 1))
+    return intercept, slope
+
+
 def miss_terms(
     predictions: Sequence[dict[str, object]],
     spec: GpuSpec,
@@ -208,11 +219,7 @@ def miss_terms(
     ggml = ggml_gdn_spec(spec, rows)
     base = class_times(llama_graph(1), ggml)
     under = [p for p in predictions if p["error"] is not None and p["error"] < -threshold]
-    slope = intercept = None
-    if len(under) >= 2:
-        bs = np.array([p["batch"] for p in under], float)
-        res = np.array([p["measured_us"] - p["predicted_us"] for p in under], float)
-        slope, intercept = (float(v) for v in np.polyfit(bs, res, 1))
+    line = _residual_line(under, "batch")
     per_seq_gpu = _per_sequence_gpu_us(ggml)
     out = []
     for p in predictions:
@@ -232,10 +239,10 @@ def miss_terms(
         else:
             term = "time per step and per sequence outside the simulated kernels (no term)"
             why = f"{p['measured_us'] - p['predicted_us']:.0f} µs measured beyond the GPU time"
-            if slope is not None and intercept is not None:
+            if line is not None:
                 why += (
-                    f"; over the under-predicted batches the residual is {intercept:.0f} µs + "
-                    f"{slope:.0f} µs per sequence, while a sequence's GPU-side work costs "
+                    f"; over the under-predicted batches the residual is {line[0]:.0f} µs + "
+                    f"{line[1]:.0f} µs per sequence, while a sequence's GPU-side work costs "
                     f"{per_seq_gpu:.0f} µs in the model: host work per step and per sequence "
                     "(batched-bench times the host wall clock) or ggml kernels that scale per "
                     "sequence beyond LACE's; without a GPU timeline of llama.cpp the recording "
@@ -443,12 +450,7 @@ def prefill_miss_terms(
     ggml = ggml_gdn_spec(spec, rows)
     fair = [p for p in predictions if p["error"] is not None and not p["warmup"]]
     under = [p for p in fair if float(p["error"]) < -threshold]  # type: ignore[arg-type]
-    fit = None
-    if len({p["ubatches"] for p in under}) >= 2:
-        us = np.array([p["ubatches"] for p in under], float)
-        res = np.array([float(p["measured_us"]) - float(p["predicted_us"]) for p in under])  # type: ignore[arg-type]
-        slope, intercept = (float(v) for v in np.polyfit(us, res, 1))
-        fit = (intercept, slope)
+    fit = _residual_line(under, "ubatches")
     full = class_times(llama_graph(LLAMA_UBATCH // LLAMA_PROMPT, "prefill", LLAMA_PROMPT), ggml)
     gdn_err = _gdn_prefill_fit(ggml, rows)
     out = []
