@@ -40,7 +40,7 @@ def test_peer_figures_come_from_the_recorded_peers_file(tmp_path) -> None:
     assert all({"lace", "fla", "ggml-cuda"} <= set(v) for v in table.values())
     bad = tmp_path / "peers.json"
     bad.write_text('{"rows": 3}')
-    with pytest.raises(LaceError, match="not a peers file"):
+    with pytest.raises(LaceError, match="not a LACE peers result"):
         gdn_bench.peer_us(bad)
 
 

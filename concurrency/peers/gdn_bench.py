@@ -45,24 +45,18 @@ def peer_us(peers_file: str | Path | None = None) -> dict[tuple[int, int], dict[
     of LACE (as recorded there), fla 0.6.0 and ggml-cuda, measured in one run on one device."""
     from concurrency.data import default_folder, peer_files
     from concurrency.errors import LaceError
+    from concurrency.peers.results import load_results
 
     if peers_file is None:
         found = peer_files(default_folder())
         if not found:
             raise LaceError("data/ lists no peers file; pass --peers FILE (scripts/gpu_peers.sh)")
         peers_file = found[-1]
-    try:
-        rows = json.loads(Path(peers_file).read_text(encoding="utf-8"))["rows"]
-        table: dict[tuple[int, int], dict[str, float]] = {}
-        for r in rows:
-            if r.get("case") in CORE_CASES and r.get("status") == "ok":
-                key = (int(r["batch"]), int(r["tokens"]))
-                table.setdefault(key, {})[r["peer"]] = float(r["median_us"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise LaceError(
-            f"{peers_file} is not a peers file of scripts/gpu_peers.sh ({exc!r}); "
-            "record one with scripts/gpu_peers.sh or pass another with --peers"
-        ) from None
+    _, rows = load_results(Path(peers_file))
+    table: dict[tuple[int, int], dict[str, float]] = {}
+    for r in rows:
+        if r.case in CORE_CASES and r.status == "ok" and r.median_us is not None:
+            table.setdefault((r.batch, r.tokens), {})[r.peer] = float(r.median_us)
     return table
 
 
