@@ -55,6 +55,9 @@ class CalibrationData:
     gaps: pd.DataFrame = field(repr=False)
     cases: tuple[StepCase, ...] = field(repr=False)
     files: tuple[str, ...]
+    #: whether every replay time was taken with the graph inputs set again before each replay
+    #: (recordings before that read inputs a later tensor had overwritten; data/README.md)
+    replays_set_inputs: bool = True
 
     @property
     def configs(self) -> frozenset[tuple[str, int]]:
@@ -97,9 +100,11 @@ def load_calibration_data(folder: str | Path) -> CalibrationData:
     table = table[(table["status"] == "ok") & (table["source"] == "measured")]
     cases: list[StepCase] = []
     contexts: dict[tuple, Any] = {}
+    set_inputs = True
     for row in table.itertuples(index=False):
         if (row.schedule, row.policy) not in ((ONE, ONE_POLICY), (MULTI, MULTI_POLICY)):
             continue
+        set_inputs = set_inputs and "replay_inputs" in json.loads(row.config)
         layers = int(row.layers) if row.layer == "stack" else None
         key = (row.config, row.layer, int(row.batch), layers)
         if key not in contexts:
@@ -142,6 +147,7 @@ def load_calibration_data(folder: str | Path) -> CalibrationData:
         pd.DataFrame(gaps, columns=["model", "batch", "gap_us"]),
         tuple(cases),
         tuple(sorted(set(files))),
+        set_inputs,
     )
 
 

@@ -251,7 +251,8 @@ def same_shape_spread(data: CalibrationData, ratio: float = 1.5) -> pd.DataFrame
                     "ratio": hi["duration_us"] / lo["duration_us"],
                 }
             )
-    frame = pd.DataFrame(out)
+    columns = [*keys, "node", "slow_graph", "slow_us", "fast_graph", "fast_us", "ratio"]
+    frame = pd.DataFrame(out, columns=columns)
     if frame.empty:
         return frame
     return (
@@ -325,7 +326,8 @@ def remaining_misses(view: CalibrationView, data: CalibrationData, top: int = 6)
                 f"the {r.fast_graph} graph (×{r.ratio:.1f})",
             }
         )
-    if (spread["op_class"] == "attention").any() if len(spread) else False:
+    # a recording whose replays reused stale inputs: name the attention mask (data/README.md)
+    if not data.replays_set_inputs and (spread["op_class"] == "attention").any():
         (model,) = spread[spread["op_class"] == "attention"]["model"].head(1)
         batch = int(spread[spread["op_class"] == "attention"]["batch"].iloc[0])
         recycled = recycled_inputs(model, "attn", batch)

@@ -255,5 +255,6 @@ def test_overlap_notes_name_the_worst_same_stream_pair() -> None:
         KernelSpan("c", "k", 0, 2.995, 4.0, "measured"),  # 0.005 µs: timer skew, not named
     )
     (note,) = overlap_notes("case one sequential", Timeline(spans, meta))
-    assert "1 same-stream kernel pair(s) overlap, the most 0.32 µs (a → b on stream 0)" in note
+    assert "1 same-stream kernel pair(s) overlap in CUPTI time" in note
+    assert "the most 0.32 µs (a → b on stream 0)" in note
     assert overlap_notes("clean", Timeline(spans[:1], meta)) == []

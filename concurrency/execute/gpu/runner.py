@@ -270,9 +270,10 @@ class DeviceRun:
         self._enqueue(on_node)
         self.streams[0].synchronize()
 
-    def capture(self) -> Any:
+    def capture(self, on_node: Callable[[int, bool], None] | None = None) -> Any:
         """One CUDA graph of the whole launch plan (run it eagerly once first: nvmath allocates
-        its workspace on the first execution, which stream capture cannot do)."""
+        its workspace on the first execution, which stream capture cannot do); `on_node`
+        brackets each node's launches as in `run_eager` (a test maps graph nodes with it)."""
         main = self.streams[0]
         mode = getattr(self.cp.cuda.runtime, "streamCaptureModeRelaxed", None)
         self.cp.cuda.Device().synchronize()
@@ -281,7 +282,7 @@ class DeviceRun:
         else:
             main.begin_capture(mode)
         try:
-            self._enqueue()
+            self._enqueue(on_node)
         except BaseException:
             with contextlib.suppress(Exception):  # leave the stream usable; report the first error
                 main.end_capture()
