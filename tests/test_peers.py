@@ -669,9 +669,9 @@ def test_backfill_skips_failed_runs_and_names_a_corrupt_log(tmp_path: Path) -> N
     assert main(["--raw", str(tmp_path / "none.txt"), "--peers", str(tmp_path / "p.json")]) == 2
 
 
-def test_committed_run_holds_the_backfilled_prefill_rows() -> None:
-    """data/'s peers.json has the prefill rows its llama-raw.txt gives (the same parser now),
-    B = 1 and 2 marked warm-up, and says they were added afterwards."""
+def test_committed_run_holds_the_prefill_rows_of_its_raw_log() -> None:
+    """data/'s peers.json has exactly the prefill rows its llama-raw.txt gives (parsed again
+    here), B = 1 and 2 marked warm-up; the run measured them itself (no backfill note)."""
     from concurrency.data import default_folder, peer_files
     from concurrency.peers.backfill import NOTE_PREFIX, raw_prompt_samples
 
@@ -684,4 +684,4 @@ def test_committed_run_holds_the_backfilled_prefill_rows() -> None:
     assert sorted(stored, key=lambda r: r.key) == sorted(again, key=lambda r: r.key)
     assert all(r.status == "ok" and r.rounds == 3 for r in stored)
     assert {r.batch for r in stored if WARMUP_MARK in r.notes} == {1, 2}
-    assert any(n.startswith(NOTE_PREFIX) and "llama-raw.txt" in n for n in meta.notes)
+    assert not any(n.startswith(NOTE_PREFIX) for n in meta.notes)

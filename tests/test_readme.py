@@ -283,7 +283,7 @@ def test_h200_claims(recorded) -> None:  # type: ignore[no-untyped-def]
         if _peer(rows, "torch+fla", layer, "4 streams", b)
         < _peer(rows, "lace", layer, "5 streams (schedule)", b)
     ]
-    assert beats == [4, 16, 64] and "PyTorch + fla beats LACE's GDN layer at B ≥ 4" in text
+    assert beats == [16, 64] and "PyTorch + fla beats LACE's GDN layer at B ≥ 16" in text
 
 
 def test_h200_status_claims(recorded) -> None:  # type: ignore[no-untyped-def]
@@ -298,19 +298,19 @@ def test_h200_status_claims(recorded) -> None:  # type: ignore[no-untyped-def]
     assert f"{min(ratios):.1f}–{max(ratios):.1f}× slower than fla's" in text
     multi = _replay(frame, "gdn", "multi", "happens_before")
     assert f"GDN decode layer is {multi.median_us / multi.floor_us:.1f}× its HBM floor" in text
-
-
-def test_h200_gemv_move_claim(recorded) -> None:  # type: ignore[no-untyped-def]
-    """Status: the GDN layer at B = 4 in the peers' run and in the later replay sweep."""
-    text = " ".join(README.read_text(encoding="utf-8").split())
-    before = _peer(recorded["peers"], "lace", "gdn layer decode", "5 streams (schedule)", 4)
-    after = _replay(recorded["replays"], "gdn", "multi", "happens_before", batch=4).median_us
-    assert f"took the layer at B = 4 from {before:.0f} to {after:.0f} µs" in text
+    layer = "gdn layer decode"
+    slower = [
+        b
+        for b in (1, 4, 16, 64)
+        if _peer(rows, "lace", layer, "5 streams (schedule)", b)
+        > _peer(rows, "torch+fla", layer, "4 streams", b)
+    ]
+    assert slower == [16, 64] and "GDN layer is slower than PyTorch + fla at B ≥ 16" in text
 
 
 def test_status_states_the_recorded_stream_overlap(recorded) -> None:  # type: ignore[no-untyped-def]
     from concurrency.data import TIMELINE, load_manifest
-    from concurrency.timing.metrics import stream_overlaps
+    from concurrency.timing.metrics import CUPTI_ORDER_SLACK_US, stream_overlaps
     from concurrency.timing.timeline import Timeline
 
     folder = recorded["folder"]
@@ -325,3 +325,4 @@ def test_status_states_the_recorded_stream_overlap(recorded) -> None:  # type: i
     )
     text = " ".join(README.read_text(encoding="utf-8").split())
     assert f"one stream overlap by up to {worst:.2f} µs" in text
+    assert worst <= CUPTI_ORDER_SLACK_US

@@ -198,19 +198,19 @@ def test_stream_overlaps_name_consecutive_kernels_of_one_stream_that_overlap() -
     assert len(stream_overlaps(t)) == 3 and stream_overlaps(t, slack_us=1.0) == []
 
 
-def test_the_recorded_timelines_keep_stream_order_up_to_cupti_late_ends() -> None:
+def test_the_recorded_timelines_keep_stream_order_up_to_cuptis_stamp_slack() -> None:
     """The committed H200 timelines: a kernel's end passes the next same-stream kernel's start
-    by at most CUPTI_LATE_END_US (late end stamps, see the constant), once, by the 1.09 µs
+    by at most CUPTI_ORDER_SLACK_US (CUPTI's stamps, see the constant), once, by the 1.09 µs
     data/README.md names; a larger overlap would mean a wrong timeline."""
     from concurrency.data import TIMELINE, default_folder, load_manifest
-    from concurrency.timing.metrics import CUPTI_LATE_END_US, stream_overlaps
+    from concurrency.timing.metrics import CUPTI_ORDER_SLACK_US, stream_overlaps
     from concurrency.timing.timeline import Timeline
 
     folder = default_folder()
     timelines = [e for e in load_manifest(folder, check_files=False) if e.kind == TIMELINE]
     assert timelines
     for entry in timelines:
-        worst = stream_overlaps(Timeline.load(folder / entry.file), slack_us=CUPTI_LATE_END_US)
+        worst = stream_overlaps(Timeline.load(folder / entry.file), slack_us=CUPTI_ORDER_SLACK_US)
         assert not worst, (entry.file, worst[0])
     found = [
         (e.file, o)

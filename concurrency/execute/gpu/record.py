@@ -448,9 +448,9 @@ OVERLAP_SLACK_US = 0.01
 def overlap_notes(label: str, timeline: Timeline) -> list[str]:
     """One note when consecutive kernels of a stream overlap in a measured timeline, naming the
     worst pair. The kernels themselves cannot overlap (the captured graph orders them, and the
-    records belong to their nodes: tests/test_gpu_timeline.py); on the H200 a kernel's CUPTI end
-    timestamp sometimes comes up to ~0.8 µs after its successor's start, so the note says how
-    far the timeline's ends run late, not that a stream ran two kernels at once."""
+    records belong to their nodes: tests/test_gpu_timeline.py); on the H200 CUPTI's stamps of
+    dependent kernels sometimes disagree with their order by up to ~1.1 µs, so the note says how
+    far the stamps are out of order, not that a stream ran two kernels at once."""
     from concurrency.timing.metrics import stream_overlaps
 
     found = stream_overlaps(timeline, OVERLAP_SLACK_US)
@@ -458,8 +458,8 @@ def overlap_notes(label: str, timeline: Timeline) -> list[str]:
         return []
     w = found[0]
     return [
-        f"{label}: {len(found)} same-stream kernel pair(s) overlap in CUPTI time (late end "
-        f"timestamps), the most {w.overlap_us:.2f} µs ({w.first_node} → {w.second_node} on "
+        f"{label}: {len(found)} same-stream kernel pair(s) overlap in CUPTI time (stamps out "
+        f"of order), the most {w.overlap_us:.2f} µs ({w.first_node} → {w.second_node} on "
         f"stream {w.stream})"
     ]
 
