@@ -6,6 +6,7 @@ that print the recorded outputs)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import stat
@@ -685,3 +686,40 @@ def test_committed_run_holds_the_prefill_rows_of_its_raw_log() -> None:
     assert all(r.status == "ok" and r.rounds == 3 for r in stored)
     assert {r.batch for r in stored if WARMUP_MARK in r.notes} == {1, 2}
     assert not any(n.startswith(NOTE_PREFIX) for n in meta.notes)
+
+
+def test_the_chained_core_graph_keeps_two_results_live_and_runs_right_in_its_arena() -> None:
+    """core_chain_graph: each op starts from the state the previous one wrote; the plan gives
+    alternate results the same bytes (arena = two results: the L2-resident working set the
+    variant is for), and the arena run equals the float64 reference."""
+    from concurrency.execute.numpy_arena import compare_runs
+    from concurrency.graph.branches import detect_branches
+    from concurrency.graph.config import get_config
+    from concurrency.graph.schedule import serial_schedule
+    from concurrency.memory.policies import plan_memory
+    from concurrency.peers.cases import GdnDims
+    from concurrency.peers.lace_peers import core_chain_graph
+
+    dims = GdnDims.from_config(get_config("tiny"))
+    graph = core_chain_graph(dims, 2, 5)
+    gdn = [n for n in graph.nodes if graph[n].op == "GATED_DELTA_NET"]
+    assert len(gdn) == 5
+    for prev, nxt in itertools.pairwise(gdn):
+        assert graph.base(graph[nxt].srcs[5]) == prev  # the state is the previous result
+    schedule = serial_schedule(graph)
+    plan = plan_memory(graph, schedule, detect_branches(graph), "happens_before")
+    result_bytes = plan.sizes[gdn[0]]
+    assert plan.arena_bytes == 2 * result_bytes
+    assert {plan.offsets[n] for n in gdn} == {0, result_bytes}
+    assert all(r.ok(1e-5) for r in compare_runs(graph, schedule, plan, seeds=range(2)))
+
+
+def test_lace_reference_leaves_out_the_l2_resident_variant() -> None:
+    from concurrency.peers.lace_peers import CHAINED_VARIANT
+    from concurrency.peers.table import lace_reference
+
+    def row(variant: str, us: float) -> PeerRow:
+        return PeerRow("lace", "gdn core decode", variant, 1, 1, "ok", us, us, us, 10, 1.0, "")
+
+    rows = [row("recurrent kernel", 4.6), row(CHAINED_VARIANT, 2.5)]
+    assert lace_reference(rows) == {("gdn core decode", 1, 1): 4.6}

@@ -30,9 +30,12 @@ from concurrency.peers.cases import (
     peer_model_config,
 )
 from concurrency.peers.results import PeerRow, failed_row
+from concurrency.peers.table import L2_MARK
 
 #: Copies of the decode op per graph, by batch (a replay of ≥ ~100 µs keeps the host ahead).
 DECODE_COPIES = {1: 24, 4: 16, 16: 4, 64: 2}
+#: The decode op timed as `core_chain_graph` runs it (state in L2 at small batches).
+CHAINED_VARIANT = f"recurrent kernel, chained {L2_MARK}"
 #: The mean context of llama-batched-bench's decode phase (-npp 128 -ntg 128): 128 + 64.
 MODEL_KV_TOKENS = LLAMA_PROMPT + LLAMA_DECODE // 2
 
@@ -68,6 +71,43 @@ def core_graph(dims: GdnDims, batch: int, tokens: int, copies: int) -> Graph:
     return ctx.finish(meta, None)
 
 
+def core_chain_graph(dims: GdnDims, batch: int, copies: int) -> Graph:
+    """`copies` GATED_DELTA_NET decode ops on the same q, k, v, g and β, each starting from the
+    state the previous one wrote (a view of its result): the allocator gives every other
+    result the same bytes, so the working set (two results, ≈ 2 × the state) stays in L2 as
+    test-backend-ops' repeated op on the same tensors does. Timed beside `core_graph`'s
+    separate copies, it shows how much of a small batch's kernel time is the HBM read."""
+    ctx = GraphContext()
+    c, kd = dims.conv_dim, dims.key_dim
+    row = 4 * c
+    nb = (4 * dims.dk, row, row)
+    state = TensorKind.STATE
+    conv = ctx.leaf("conv", "f32", (c, 1, batch), state)
+    q = ctx.view(conv, (dims.dk, dims.hk, 1, batch), nb, 0, base="q")
+    k = ctx.view(conv, (dims.dk, dims.hk, 1, batch), nb, 4 * kd, base="k")
+    v = ctx.view(conv, (dims.dv, dims.hv, 1, batch), nb, 8 * kd, base="v")
+    g = ctx.leaf("g", "f32", (1, dims.hv, 1, batch), state)
+    beta = ctx.leaf("beta", "f32", (1, dims.hv, 1, batch), state)
+    s = ctx.leaf("state", "f32", (dims.dk, dims.dv, dims.hv, batch), state)
+    out_bytes = 4 * dims.dv * dims.hv * batch
+    s_nb = (4 * dims.dk, 4 * dims.dk * dims.dv, 4 * dims.dk * dims.dv * dims.hv)
+    out = s
+    for i in range(copies):
+        out = ctx.gated_delta_net(q, k, v, g, beta, s, base=f"gdn.{i}")
+        s = ctx.view(out, (dims.dk, dims.dv, dims.hv, batch), s_nb, out_bytes, base=f"s.{i}")
+    ctx.set_output(out)
+    ctx.expand(out)
+    meta = GraphMeta(
+        model="qwen3.5-27b GDN core, chained",
+        layer="gdn",
+        mode="decode",
+        batch=batch,
+        tokens=1,
+        n_layers=1,
+    )
+    return ctx.finish(meta, None)
+
+
 def _need_executor() -> None:
     """Raise MissingToolError now (the phase becomes "not imported" rows) when CuPy, a GPU or
     nvmath-python is missing, rather than failing every case on its own."""
@@ -82,13 +122,17 @@ def lace_core_rows(dims: GdnDims, replays: int, log: Callable[[str], None]) -> l
 
     _need_executor()
     rows: list[PeerRow] = []
-    cases = [("gdn core decode", b, 1, DECODE_COPIES.get(b, 2)) for b in DECODE_BATCHES]
-    cases += [("gdn core prefill", b, t, 1) for b, t in PREFILL_CASES]
-    for case, b, t, copies in cases:
+    cases = [("gdn core decode", b, 1, DECODE_COPIES.get(b, 2), False) for b in DECODE_BATCHES]
+    cases += [("gdn core decode", b, 1, DECODE_COPIES.get(b, 2), True) for b in DECODE_BATCHES]
+    cases += [("gdn core prefill", b, t, 1, False) for b, t in PREFILL_CASES]
+    for case, b, t, copies, chained in cases:
         variant = "recurrent kernel" if t == 1 else "chunked kernel"
+        if chained:
+            variant = CHAINED_VARIANT
         try:
+            graph = core_chain_graph(dims, b, copies) if chained else core_graph(dims, b, t, copies)
             timing = replay_time(
-                core_graph(dims, b, t, copies),
+                graph,
                 streams="one",
                 weight_dtype="f32",
                 replays=replays if t == 1 else max(20, replays // 4),
@@ -107,7 +151,13 @@ def lace_core_rows(dims: GdnDims, replays: int, log: Callable[[str], None]) -> l
                     timing.p90_us / copies,
                     timing.replays,
                     core_floor_us(dims, b) if t == 1 else None,
-                    f"f32 q,k,v,g,β and state; the op only; {copies} copies per graph",
+                    f"f32 q,k,v,g,β and state; the op only; {copies} "
+                    + (
+                        "ops chained through their state (≈ 2 results live: L2-resident at "
+                        "small B, like test-backend-ops' repeated op)"
+                        if chained
+                        else "copies per graph"
+                    ),
                 )
             )
             log(f"  lace {case} B={b} T={t}: {rows[-1].median_us:.1f} µs")

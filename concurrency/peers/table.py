@@ -2,7 +2,8 @@
 
 One block per case; inside it rows by tokens, batch, peer. `×floor` is the median over the
 HBM floor of the bytes the step must move; `×LACE` is the median over the fastest LACE row of
-the same case, batch and tokens (above 1: LACE is faster). Rows that did not run show their
+the same case, batch and tokens (above 1: LACE is faster), leaving out LACE's L2-resident
+variant (`L2_MARK`: its state stays in L2 between ops). Rows that did not run show their
 status, and their reasons are listed under the table.
 """
 
@@ -21,6 +22,8 @@ CHECK_FAILED = "CHECK FAILED"
 #: What a row's notes say when its samples include a process's warm-up (llama_peers writes it,
 #: `concurrency.peers.predict` leaves such rows out of its error summary).
 WARMUP_MARK = "WARM-UP"
+#: What a variant's name ends with when its working set stays in L2 across the timed ops.
+L2_MARK = "(L2)"
 
 _HEAD = (
     f"{'B':>3} {'T':>5}  {'peer':<10} {'variant':<30} {'median µs':>10} {'p10–p90 µs':>17} "
@@ -33,10 +36,16 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 
 
 def lace_reference(rows: Iterable[PeerRow]) -> dict[tuple[str, int, int], float]:
-    """The fastest measured LACE median per (case, batch, tokens)."""
+    """The fastest measured LACE median per (case, batch, tokens), L2-resident variants left
+    out."""
     best: dict[tuple[str, int, int], float] = {}
     for r in rows:
-        if r.peer == "lace" and r.status == "ok" and r.median_us is not None:
+        if (
+            r.peer == "lace"
+            and r.status == "ok"
+            and r.median_us is not None
+            and not r.variant.endswith(L2_MARK)
+        ):
             k = (r.case, r.batch, r.tokens)
             best[k] = min(best.get(k, r.median_us), r.median_us)
     return best
