@@ -13,17 +13,12 @@ created, the graph's default edges, each kernel node's name, and every replay's 
 (graph node, start and end in ns from the replay's first kernel). Graph nodes are named by
 their id within their graph (CUPTI id & 0xffffffff), which a graph instance keeps.
 tests/test_cupti_order.py reads the committed file and derives what data/README.md says.
-
-    python3 scripts/cupti_order.py --from-raw RAW.json --out FILE
-
-converts the first diagnostic run's raw dump (graph edges from its DOT print) to the same form.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,36 +93,12 @@ def collect(replays: int) -> dict[str, Any]:
     return _document(backend.device_name(), nodes, edges, records)
 
 
-def from_raw(raw: dict[str, Any]) -> dict[str, Any]:
-    """The first diagnostic run's dump: plan nodes, CUPTI ids per node, DOT, replay records."""
-    ids = raw["capture_ids"]
-    nodes = [
-        {
-            "node": n["node"],
-            "stream": n["stream"],
-            "graph_nodes": sorted(i & LOW for i in ids.get(str(n["index"]), [])),
-        }
-        for n in raw["nodes"]
-        if n["launches"]
-    ]
-    edges = {
-        (int(a), int(b))
-        for a, b in re.findall(r'"graph_\d+_node_(\d+)" -> "graph_\d+_node_(\d+)"', raw["dot"])
-    }
-    records = [[(r[0], r[1], r[2], r[4] & LOW) for r in replay] for replay in raw["replays"]]
-    return _document("NVIDIA H200", nodes, edges, records)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--replays", type=int, default=20)
-    parser.add_argument("--from-raw", type=Path)
     args = parser.parse_args()
-    if args.from_raw:
-        doc = from_raw(json.loads(args.from_raw.read_text()))
-    else:
-        doc = collect(args.replays)
+    doc = collect(args.replays)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
     print(f"wrote {args.out}: {len(doc['replays'])} replays, {len(doc['nodes'])} nodes")

@@ -274,6 +274,24 @@ def test_h200_claims(recorded) -> None:  # type: ignore[no-untyped-def]
         if core("lace", "recurrent kernel", b) > core("ggml-cuda", "GATED_DELTA_NET", b)
     ]
     assert slower == [1, 4] and "faster than LACE's at B = 1 and 4" in text
+    chained = "recurrent kernel, chained (L2)"
+    _agree(
+        _row("same, LACE's op chained through its state"),
+        [core("lace", chained, b) for b in (1, 4, 16, 64)],
+    )
+    in_l2 = [
+        b
+        for b in (1, 4, 16, 64)
+        if core("lace", chained, b) > core("ggml-cuda", "GATED_DELTA_NET", b)
+    ]
+    ggml1, lace1 = core("ggml-cuda", "GATED_DELTA_NET", 1), core("lace", chained, 1)
+    status = " ".join(text.split())
+    assert in_l2 == [1] and f"only at B = 1: {ggml1:.1f} vs {lace1:.1f} µs" in status
+    hbm1 = core("lace", "recurrent kernel", 1)
+    assert (
+        f"slower than ggml-cuda's at B = 1 ({lace1 / ggml1:.2f}× with the state in L2 for both, "
+        f"as test-backend-ops times ggml's; {hbm1 / ggml1:.1f}× reading it from HBM)" in status
+    )
     ratio = core("lace", "chunked kernel", 1, 512) / core("fla", "chunk", 1, 512)
     assert f"fla's chunk kernel is {ratio:.1f}× faster" in text
     layer = "gdn layer decode"
