@@ -301,7 +301,7 @@ def test_h200_claims(recorded) -> None:  # type: ignore[no-untyped-def]
         if _peer(rows, "torch+fla", layer, "4 streams", b)
         < _peer(rows, "lace", layer, "5 streams (schedule)", b)
     ]
-    assert beats == [16, 64] and "PyTorch + fla beats LACE's GDN layer at B ≥ 16" in text
+    assert beats == [16, 64] and "PyTorch + fla beats LACE's GDN layer at B ≥ 16" in status
 
 
 def test_h200_status_claims(recorded) -> None:  # type: ignore[no-untyped-def]
