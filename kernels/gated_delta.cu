@@ -5,7 +5,8 @@
 //     S ← e^{g_t}·S;   δ = β_t·(v_t − Sᵀk_t);   S ← S + k_t δᵀ;   o_t = Sᵀq̂_t
 // (q and k arrive already L2-normalised by the graph).
 //
-//   gdn_recurrent_{v,s}{NV}   the recurrent form, token by token (decode; any T).
+//   gdn_recurrent_{v,s}{NV}[_l{LPC}]
+//                             the recurrent form, token by token (decode; any T).
 //   gdn_chunk_{prep,state,out}_d{DKP}[_tf32]
 //                             the chunked WY/UT form (prefill; any T ≥ 1), chunk c = 64, three
 //                             kernels launched in this order on the node's stream (below).
@@ -164,10 +165,24 @@ __device__ __forceinline__ void gdn_recurrent_body(const Ten d, const Ten q, con
         gdn_recurrent_body<NV, 32, false>(MKTEN(d), MKTEN(q), MKTEN(k), MKTEN(v), MKTEN(g),       \
                                           MKTEN(beta), MKTEN(st), q_scale);                       \
     }
+// _v{NV}_l{LPC}: as _v with 16 or 32 lanes per column (16-byte accesses): more, smaller blocks
+// for small batches; grid = (ceil(dv / (128 / LPC)), H_v, n_seq), blockDim.x = 128.
+#define GDN_REC_L(NV, LPC)                                                                        \
+    extern "C" __global__ void __launch_bounds__(128, 4)                                          \
+        gdn_recurrent_v##NV##_l##LPC(TEN(d), TEN(q), TEN(k), TEN(v), TEN(g), TEN(beta), TEN(st),  \
+                                     float q_scale) {                                             \
+        gdn_recurrent_body<NV, LPC, true>(MKTEN(d), MKTEN(q), MKTEN(k), MKTEN(v), MKTEN(g),       \
+                                          MKTEN(beta), MKTEN(st), q_scale);                       \
+    }
 GDN_REC(1)
 GDN_REC(2)
 GDN_REC(4)
 GDN_REC(8)
+GDN_REC_L(1, 16)
+GDN_REC_L(2, 16)
+GDN_REC_L(4, 16)
+GDN_REC_L(1, 32)
+GDN_REC_L(2, 32)
 GDN_REC_S(1)
 GDN_REC_S(2)
 

@@ -34,6 +34,8 @@ def emulated(monkeypatch):
 GDN = [
     (16, 2, 6, 1, 2, "real", "auto"),
     (128, 1, 1, 3, 1, "real", "recurrent"),
+    (128, 1, 2, 3, 1, "real", "recurrent_l16"),
+    (64, 1, 2, 2, 2, "real", "recurrent_l32"),
     (32, 2, 4, 65, 1, "real", "chunked"),
     (32, 2, 4, 65, 1, "strong", "chunked"),
 ]

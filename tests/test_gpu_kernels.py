@@ -60,6 +60,14 @@ GDN_CASES = [
     (64, 1, 3, 100, 1, "mild", "chunked"),
     (128, 16, 48, 1, 4, "real", "auto"),  # Qwen3.5-27B's heads, decode
     (128, 16, 48, 70, 1, "real", "chunked"),  # … prefill
+    # 16 and 32 lanes per value column (more, smaller blocks for small batches)
+    (128, 2, 4, 3, 2, "real", "recurrent_l16"),
+    (128, 2, 4, 3, 2, "real", "recurrent_l32"),
+    (256, 1, 2, 2, 1, "real", "recurrent_l16"),
+    (256, 1, 2, 2, 1, "real", "recurrent_l32"),
+    (16, 2, 6, 1, 2, "real", "recurrent_l32"),
+    (128, 16, 48, 1, 1, "real", "recurrent_l16"),
+    (128, 16, 48, 1, 1, "real", "recurrent_l32"),
 ]
 #: Single-pass TF32 tensor-core products (gdn="chunked_tf32"): gdn-reference §5.4's gate for
 #: CUDA with TF32 MMA, 5e-3 (the CPU emulation measures 3.7e-4 on dk=32, T=65).

@@ -48,6 +48,7 @@ def kernel_names(source: str) -> frozenset[str]:
     names = set(_KERNEL_RE.findall(text))
     macros = {
         "GDN_REC": lambda a: [f"gdn_recurrent_v{a[0]}"],
+        "GDN_REC_L": lambda a: [f"gdn_recurrent_v{a[0]}_l{a[1]}"],
         "GDN_REC_S": lambda a: [f"gdn_recurrent_s{a[0]}"],
         "GDN_CHUNKED": lambda a: [f"gdn_chunk_{k}_{a[2]}" for k in ("prep", "state", "out")],
         "FATTN": lambda a: [f"flash_attn_ext_{a[0]}_d{a[2]}"],

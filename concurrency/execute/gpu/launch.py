@@ -46,7 +46,15 @@ MATMUL_MODES = ("auto", "nvmath", "custom")
 #: "chunked" computes its products on the tensor cores in split TF32 (3xTF32: fp32-accurate,
 #: gdn-reference §5.4's 1e-5); "chunked_tf32" in plain TF32 (≈1e-3, §5.4's 5e-3 gate), the
 #: speed of a single tensor-core pass, for head sizes up to 128.
-GDN_FORMS = ("auto", "recurrent", "chunked", "chunked_tf32")
+GDN_FORMS = (
+    "auto",
+    "recurrent",
+    "recurrent_l8",
+    "recurrent_l16",
+    "recurrent_l32",
+    "chunked",
+    "chunked_tf32",
+)
 #: Up to this many activation columns a projection is a weight-streaming GEMV: LACE's kernel
 #: reads each weight row once with 16-byte loads and the f32 activations directly (ggml strides,
 #: no conversion pass), which is the memory floor of a decode step at one column. Its time grows

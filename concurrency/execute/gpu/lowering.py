@@ -41,7 +41,10 @@ GDN_CHUNK = 64
 GDN_TILE = 64
 GDN_CHUNK_THREADS = 256
 GDN_REC_THREADS = 128
-GDN_REC_VEC_COLUMNS = GDN_REC_THREADS // 8
+#: Lanes per value column of the 16-byte recurrent kernels when the form does not name them,
+#: and the 4-key pieces per lane each lane count is compiled for (gated_delta.cu).
+GDN_REC_LANES = 8
+GDN_REC_PIECES = {8: (1, 2, 4, 8), 16: (1, 2, 4), 32: (1, 2)}
 GDN_REC_SCALAR_COLUMNS = GDN_REC_THREADS // 32
 GDN_TC_MAX_DK = 128
 GDN_COLS = 16
@@ -402,7 +405,7 @@ def _gated_delta_net(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Opt
     tensors = (*ten(d), *ten(q), *ten(k), *ten(v), *ten(gate), *ten(beta), *ten(state))
     q_scale = ("f32", 1.0 / math.sqrt(dk))
     form = opt.gdn if opt.gdn != "auto" else ("recurrent" if n_tok == 1 else "chunked")
-    if form == "recurrent":
+    if form.startswith("recurrent"):
         out_values = dv * hv * n_tok * n_seq
         vec = (
             dk % 4 == 0
@@ -410,9 +413,12 @@ def _gated_delta_net(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Opt
             and d.ptr.offset_bytes % 16 == 0
             and out_values % 4 == 0
         )
-        if vec:
-            nv = next(p for p in (1, 2, 4, 8) if 32 * p >= dk)
-            name, cols = f"gdn_recurrent_v{nv}", GDN_REC_VEC_COLUMNS
+        lanes = int(form.removeprefix("recurrent_l")) if "_l" in form else GDN_REC_LANES
+        pieces = [p for p in GDN_REC_PIECES[lanes] if 4 * lanes * p >= dk]
+        if vec and pieces:
+            nv = pieces[0]
+            suffix = "" if lanes == 8 else f"_l{lanes}"
+            name, cols = f"gdn_recurrent_v{nv}{suffix}", GDN_REC_THREADS // lanes
         else:
             name, cols = f"gdn_recurrent_s{1 if dk <= 128 else 2}", GDN_REC_SCALAR_COLUMNS
         grid = (math.ceil(dv / cols), hv, n_seq)
