@@ -29,6 +29,7 @@ from concurrency.execute.gpu import (
 from concurrency.execute.gpu import kernels as kernel_files
 from concurrency.execute.gpu.launch import (
     ARENA,
+    GDN_FORMS,
     GEMV_MAX_COLUMNS,
     SCRATCH,
     STORAGE_BYTES,
@@ -133,7 +134,7 @@ def test_every_named_kernel_exists_in_its_source() -> None:
         schedule, plan = planned(graph, "happens_before")
         for wd in ("f32", "f16", "bf16"):
             for matmul in ("auto", "custom"):
-                for gdn in ("recurrent", "chunked", "chunked_tf32"):
+                for gdn in GDN_FORMS:
                     lp = build_launch_plan(
                         graph, schedule, plan, weight_dtype=wd, matmul=matmul, gdn=gdn
                     )
@@ -142,6 +143,8 @@ def test_every_named_kernel_exists_in_its_source() -> None:
                         seen.add(kernel)
     assert {
         "gdn_recurrent_v1",
+        "gdn_recurrent_v1_l16",
+        "gdn_recurrent_v1_l32",
         "gdn_chunk_prep_d32",
         "gdn_chunk_state_d32",
         "gdn_chunk_out_d32",
@@ -279,14 +282,23 @@ def _gdn_plan(dk: int, n_tok: int, n_seq: int, gdn: str, offset: int = 0):
 
 
 def test_gated_delta_launches() -> None:
-    """The recurrent form: 16-byte kernel (8 lanes per column) on aligned rows, the per-element
+    """The recurrent form: 16-byte kernel (16 lanes per column, or the lanes the form names) on
+    aligned rows, the per-element
     one (a warp per column) on a view one float off; the chunked form: prep, state, out in that
     order, grids per chunk / per 64 value columns, its four scratch arrays private to the node
     and disjoint; head sizes above 128 take the one-kernel FFMA form, which chunked_tf32 does
     not have."""
     _, node = _gdn_plan(128, 1, 3, "auto")
     (rec,) = node.launches
-    assert rec.kernel == "gdn_recurrent_v4" and rec.grid == (8, 6, 3) and rec.block == (128, 1, 1)
+    assert rec.kernel == "gdn_recurrent_v2_l16" and rec.grid == (16, 6, 3)
+    assert rec.block == (128, 1, 1)
+    for form, kernel, columns in (
+        ("recurrent_l8", "gdn_recurrent_v4", 16),
+        ("recurrent_l32", "gdn_recurrent_v1_l32", 4),
+    ):
+        _, node = _gdn_plan(128, 1, 3, form)
+        (rec,) = node.launches
+        assert rec.kernel == kernel and rec.grid == (128 // columns, 6, 3)
     _, node = _gdn_plan(128, 1, 3, "auto", offset=1)
     (rec,) = node.launches
     assert rec.kernel == "gdn_recurrent_s1" and rec.grid == (32, 6, 3)

@@ -24,6 +24,7 @@ from typing import Any
 
 from concurrency.errors import ConfigError
 from concurrency.execute.gpu.launch import GEMV_MAX_COLUMNS
+from concurrency.execute.gpu.lowering import GDN_REC_LANES
 from concurrency.graph.branches import BranchReport, detect_branches
 from concurrency.graph.builders import build_graph
 from concurrency.graph.config import ModelConfig, get_config
@@ -96,6 +97,8 @@ class GpuCase:
             # graph inputs again before each timed replay (data/README.md)
             "gemv_max_columns": GEMV_MAX_COLUMNS,
             "replay_inputs": "set before each replay",
+            # recordings before this key ran the recurrent kernel with 8 lanes per column
+            "gdn_lanes": GDN_REC_LANES,
         }
 
     @classmethod

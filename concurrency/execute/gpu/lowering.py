@@ -41,9 +41,11 @@ GDN_CHUNK = 64
 GDN_TILE = 64
 GDN_CHUNK_THREADS = 256
 GDN_REC_THREADS = 128
-#: Lanes per value column of the 16-byte recurrent kernels when the form does not name them,
-#: and the 4-key pieces per lane each lane count is compiled for (gated_delta.cu).
-GDN_REC_LANES = 8
+#: Lanes per value column of the 16-byte recurrent kernels when the form does not name them
+#: (16: on the H200 within 5 % of 8 at B = 1 and 4, 9 % faster at B = 16 and 64, scripts/
+#: gdn_lanes.py; 32 is slower everywhere), and the 4-key pieces per lane each lane count is
+#: compiled for (gated_delta.cu).
+GDN_REC_LANES = 16
 GDN_REC_PIECES = {8: (1, 2, 4, 8), 16: (1, 2, 4), 32: (1, 2)}
 GDN_REC_SCALAR_COLUMNS = GDN_REC_THREADS // 32
 GDN_TC_MAX_DK = 128
