@@ -27,3 +27,15 @@ def test_sixteen_lanes_per_column_as_the_default_says() -> None:
             assert round(1 - ratio, 2) in (0.08, 0.09, 0.10), (b, state, ratio)
         for b in (1, 4, 16, 64):
             assert t["recurrent_l32", b, state] > t["recurrent_l8", b, state]
+
+
+def test_the_readme_states_the_lanes_at_batch_four() -> None:
+    (path,) = sorted(DATA.glob("*/diagnostics/gdn-lanes.json"))
+    t = {(r["form"], r["batch"], r["state"]): r["median_us"] for r in json.loads(path.read_text())}
+    readme = " ".join((DATA.parent / "README.md").read_text(encoding="utf-8").split())
+    l8, l16 = (t[f, 4, "l2"] for f in ("recurrent_l8", "recurrent_l16"))
+    h8, h16 = (t[f, 4, "hbm"] for f in ("recurrent_l8", "recurrent_l16"))
+    assert (
+        f"8 lanes per value column took {l8:.1f} µs in L2 and {h8:.1f} µs from HBM, 16 lanes "
+        f"{l16:.1f} and {h16:.1f} µs" in readme
+    )

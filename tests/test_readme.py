@@ -284,13 +284,18 @@ def test_h200_claims(recorded) -> None:  # type: ignore[no-untyped-def]
         for b in (1, 4, 16, 64)
         if core("lace", chained, b) > core("ggml-cuda", "GATED_DELTA_NET", b)
     ]
-    ggml1, lace1 = core("ggml-cuda", "GATED_DELTA_NET", 1), core("lace", chained, 1)
+    ggml = {b: core("ggml-cuda", "GATED_DELTA_NET", b) for b in (1, 4)}
+    l2 = {b: core("lace", chained, b) for b in (1, 4)}
+    hbm = {b: core("lace", "recurrent kernel", b) for b in (1, 4)}
     status = " ".join(text.split())
-    assert in_l2 == [1] and f"only at B = 1: {ggml1:.1f} vs {lace1:.1f} µs" in status
-    hbm1 = core("lace", "recurrent kernel", 1)
+    assert in_l2 == [1, 4] and (
+        f"also with the state in L2 for both: {ggml[1]:.1f} vs {l2[1]:.1f} and {ggml[4]:.1f} vs "
+        f"{l2[4]:.1f} µs" in status
+    )
     assert (
-        f"slower than ggml-cuda's at B = 1 ({lace1 / ggml1:.2f}× with the state in L2 for both, "
-        f"as test-backend-ops times ggml's; {hbm1 / ggml1:.1f}× reading it from HBM)" in status
+        f"slower than ggml-cuda's at B = 1 and 4 ({l2[1] / ggml[1]:.2f}× and "
+        f"{l2[4] / ggml[4]:.2f}× with the state in L2 for both, as test-backend-ops times ggml's; "
+        f"{hbm[1] / ggml[1]:.1f}× and {hbm[4] / ggml[4]:.1f}× reading it from HBM" in status
     )
     ratio = core("lace", "chunked kernel", 1, 512) / core("fla", "chunk", 1, 512)
     assert f"fla's chunk kernel is {ratio:.1f}× faster" in text

@@ -62,8 +62,8 @@ class StreamOverlap:
 #: A stream runs its kernels one after another (the captured graph has the edge, checked on the
 #: GPU by tests/test_gpu_timeline.py), yet on the H200 the stamps of dependent kernels in a graph
 #: replay disagree with their order by up to 0.8 µs (tiny stack prompt, 20 replays: data/
-#: nvidia-h200-2026-11-30-4/diagnostics/) and 1.09 µs (the committed 27B stack timeline at
-#: B = 8): the stamps, not the kernels, are out of order.
+#: <recording>/diagnostics/cupti-order.json) and 1.09 µs (a 27B stack timeline at B = 8 of the
+#: recording committed in 5d3d0d0): the stamps, not the kernels, are out of order.
 CUPTI_ORDER_SLACK_US = 2.0
 
 
