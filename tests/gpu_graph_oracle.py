@@ -52,20 +52,27 @@ class CapturedGraph:
 
     def reaches(self, sources: Iterable[int], targets: Iterable[int]) -> bool:
         """Whether some graph path leads from every node of `sources` to every of `targets`."""
-        succ: dict[int, set[int]] = defaultdict(set)
-        for a, b in self.edges:
-            succ[a].add(b)
-        wanted = set(targets)
-        for source in sources:
-            seen, todo = set(), [source]
-            while todo:
-                for nxt in succ[todo.pop()]:
-                    if nxt not in seen:
-                        seen.add(nxt)
-                        todo.append(nxt)
-            if not wanted <= seen:
-                return False
-        return True
+        return reaches(self.edges, sources, targets)
+
+
+def reaches(
+    edges: Iterable[tuple[int, int]], sources: Iterable[int], targets: Iterable[int]
+) -> bool:
+    """Whether, along `edges` (from, to), a path leads from every source to every target."""
+    succ: dict[int, set[int]] = defaultdict(set)
+    for a, b in edges:
+        succ[a].add(b)
+    wanted = set(targets)
+    for source in sources:
+        seen, todo = set(), [source]
+        while todo:
+            for nxt in succ[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        if not wanted <= seen:
+            return False
+    return True
 
 
 def capture_with_node_ids(run: Any) -> CapturedGraph:

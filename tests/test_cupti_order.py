@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from gpu_graph_oracle import reaches
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 OVERLAP_NS = 10  # stamps are ns; anything above rounding is an overlap
@@ -43,22 +44,6 @@ def _stream_pairs(doc: dict) -> list[tuple[int, int]]:
     return [(a, b) for nodes in by_stream.values() for a, b in itertools.pairwise(nodes)]
 
 
-def _reaches(edges: list[list[int]], sources: list[int], targets: list[int]) -> bool:
-    succ: dict[int, set[int]] = defaultdict(set)
-    for a, b in edges:
-        succ[a].add(b)
-    for source in sources:
-        seen, todo = set(), [source]
-        while todo:
-            for nxt in succ[todo.pop()]:
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        if not set(targets) <= seen:
-            return False
-    return True
-
-
 def _overlaps(doc: dict) -> list[tuple[int, int, int, int]]:
     """(replay, first node, second node, overlap ns) of consecutive same-stream nodes."""
     found = []
@@ -82,10 +67,10 @@ def test_every_kernel_record_belongs_to_a_plan_node(doc: dict) -> None:
 def test_the_graph_orders_every_pair_that_overlaps(doc: dict) -> None:
     graph_nodes = [node["graph_nodes"] for node in doc["nodes"]]
     pairs = _stream_pairs(doc)
-    assert all(_reaches(doc["edges"], graph_nodes[a], graph_nodes[b]) for a, b in pairs)
+    assert all(reaches(doc["edges"], graph_nodes[a], graph_nodes[b]) for a, b in pairs)
     # the check can fail: the reverse direction is no path
     a, b = pairs[0]
-    assert not _reaches(doc["edges"], graph_nodes[b], graph_nodes[a])
+    assert not reaches(doc["edges"], graph_nodes[b], graph_nodes[a])
 
 
 def test_overlaps_are_stamps_out_of_order_as_data_readme_says(doc: dict) -> None:
