@@ -25,7 +25,6 @@ from typing import Any
 
 SCHEMA = "lace-cupti-order/1"
 CASE = {"model": "tiny", "layer": "stack", "mode": "prefill", "batch": 1, "tokens": 8}
-LOW = (1 << 32) - 1
 
 
 def _document(
@@ -58,6 +57,7 @@ def collect(replays: int) -> dict[str, Any]:
     """On the GPU: capture, read the graph, replay `replays` times under CUPTI."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from gpu_cases import layer_graph, planned
+    from gpu_graph_oracle import LOCAL_ID_MASK as LOW
     from gpu_graph_oracle import capture_with_node_ids
 
     from concurrency.execute.gpu import backend, build_launch_plan, reference_inputs

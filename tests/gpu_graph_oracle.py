@@ -18,6 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+#: CUPTI's graph node id is (graph id << 32) | the node's id within its graph; a graph's instance
+#: keeps its nodes' ids within the graph, so this part names a node in the graph and its replays.
+LOCAL_ID_MASK = (1 << 32) - 1
+
 
 def _check(result: tuple) -> tuple:
     err = result[0]

@@ -21,19 +21,25 @@ pytestmark = pytest.mark.gpu
 CASES = [("gdn", "decode", 2, None), ("stack", "prefill", 1, 8)]
 
 
+def _placed_run(layer: str, mode: str, batch: int, tokens: int | None):  # type: ignore[no-untyped-def]
+    from concurrency.execute.gpu.runner import DeviceRun
+
+    graph = layer_graph("tiny", layer, mode, batch, tokens)
+    schedule, plan = planned(graph, "happens_before")
+    run = DeviceRun(build_launch_plan(graph, schedule, plan))
+    run.upload(reference_inputs(graph, seed=6))
+    return run
+
+
 @pytest.mark.parametrize("launch", ["eager", "graph"])
 @pytest.mark.parametrize("layer,mode,batch,tokens", CASES)
 def test_measured_timeline_respects_the_schedule(
     launch, layer, mode, batch, tokens, tmp_path, record_property
 ) -> None:
     from concurrency.execute.gpu.measure import measure_timeline
-    from concurrency.execute.gpu.runner import DeviceRun
 
-    graph = layer_graph("tiny", layer, mode, batch, tokens)
-    schedule, plan = planned(graph, "happens_before")
-    lp = build_launch_plan(graph, schedule, plan)
-    run = DeviceRun(lp)
-    run.upload(reference_inputs(graph, seed=6))
+    run = _placed_run(layer, mode, batch, tokens)
+    lp = run.lp
     timeline = measure_timeline(run, launch)
     run.free()
 
@@ -68,16 +74,6 @@ def test_measured_timeline_respects_the_schedule(
     report(record_property, 0.0, 0.0)
 
 
-def _placed_run(layer: str, mode: str, batch: int, tokens: int | None):  # type: ignore[no-untyped-def]
-    from concurrency.execute.gpu.runner import DeviceRun
-
-    graph = layer_graph("tiny", layer, mode, batch, tokens)
-    schedule, plan = planned(graph, "happens_before")
-    run = DeviceRun(build_launch_plan(graph, schedule, plan))
-    run.upload(reference_inputs(graph, seed=6))
-    return run
-
-
 @pytest.mark.parametrize("layer,mode,batch,tokens", CASES)
 def test_replay_records_belong_to_the_graph_nodes_their_node_created(
     layer, mode, batch, tokens, record_property
@@ -85,7 +81,8 @@ def test_replay_records_belong_to_the_graph_nodes_their_node_created(
     """measure.graph_records (sorted node ids split by eager kernel counts) against the graph
     itself: the kernel nodes each plan node created while it was captured (gpu_graph_oracle).
     CUPTI gives a graph node id as graph id << 32 | the node's id in its graph; an instance
-    keeps its nodes' ids, so the low 32 bits are compared."""
+    keeps its nodes' ids, so the low 32 bits (LOCAL_ID_MASK) are compared."""
+    from gpu_graph_oracle import LOCAL_ID_MASK as low
     from gpu_graph_oracle import capture_with_node_ids
 
     from concurrency.execute.gpu.measure import eager_records, graph_records
@@ -95,7 +92,6 @@ def test_replay_records_belong_to_the_graph_nodes_their_node_created(
     captured = capture_with_node_ids(run)
     by_node = graph_records(run, counts, captured.graph_exec)
     run.free()
-    low = (1 << 32) - 1
     replayed = {r.graph_node_id for records in by_node.values() for r in records}
     assert len({i >> 32 for i in replayed}) == 1  # one instance
     kernel_locals = {i & low for i in replayed}

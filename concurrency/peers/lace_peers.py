@@ -36,8 +36,40 @@ from concurrency.peers.table import L2_MARK
 DECODE_COPIES = {1: 24, 4: 16, 16: 4, 64: 2}
 #: The decode op timed as `core_chain_graph` runs it (state in L2 at small batches).
 CHAINED_VARIANT = f"recurrent kernel, chained {L2_MARK}"
+CHAINED_NOTE = (
+    "ops chained through their state (≈ 2 results live: L2-resident at small B, like "
+    "test-backend-ops' repeated op)"
+)
 #: The mean context of llama-batched-bench's decode phase (-npp 128 -ntg 128): 128 + 64.
 MODEL_KV_TOKENS = LLAMA_PROMPT + LLAMA_DECODE // 2
+
+
+def _core_meta(model: str, batch: int, tokens: int) -> GraphMeta:
+    mode = "decode" if tokens == 1 else "prefill"
+    return GraphMeta(model=model, layer="gdn", mode=mode, batch=batch, tokens=tokens, n_layers=1)
+
+
+def _core_inputs(
+    ctx: GraphContext, dims: GdnDims, batch: int, tokens: int, tag: str
+) -> tuple[str, str, str, str, str]:
+    """q, k, v (strided views of one conv-output leaf, as the layer builds them), g and β of
+    one GATED_DELTA_NET op, every leaf a STATE (`replay_time` draws it on the device)."""
+    c, kd = dims.conv_dim, dims.key_dim
+    row = 4 * c
+    nb = (4 * dims.dk, row, row * tokens)
+    state = TensorKind.STATE
+    conv = ctx.leaf(f"conv{tag}", "f32", (c, tokens, batch), state)
+    q = ctx.view(conv, (dims.dk, dims.hk, tokens, batch), nb, 0, base=f"q{tag}")
+    k = ctx.view(conv, (dims.dk, dims.hk, tokens, batch), nb, 4 * kd, base=f"k{tag}")
+    v = ctx.view(conv, (dims.dv, dims.hv, tokens, batch), nb, 8 * kd, base=f"v{tag}")
+    g = ctx.leaf(f"g{tag}", "f32", (1, dims.hv, tokens, batch), state)
+    beta = ctx.leaf(f"beta{tag}", "f32", (1, dims.hv, tokens, batch), state)
+    return q, k, v, g, beta
+
+
+def _state_leaf(ctx: GraphContext, dims: GdnDims, batch: int, tag: str) -> str:
+    shape = (dims.dk, dims.dv, dims.hv, batch)
+    return ctx.leaf(f"state{tag}", "f32", shape, TensorKind.STATE)
 
 
 def core_graph(dims: GdnDims, batch: int, tokens: int, copies: int) -> Graph:
@@ -45,30 +77,13 @@ def core_graph(dims: GdnDims, batch: int, tokens: int, copies: int) -> Graph:
     so `replay_time` draws it on the device, N(0, 0.1): small q and k keep the delta rule from
     diverging over a long prompt although they are not L2-normalized here."""
     ctx = GraphContext()
-    c, kd = dims.conv_dim, dims.key_dim
-    row = 4 * c
-    nb = (4 * dims.dk, row, row * tokens)
-    state = TensorKind.STATE
     for i in range(copies):
-        conv = ctx.leaf(f"conv.{i}", "f32", (c, tokens, batch), state)
-        q = ctx.view(conv, (dims.dk, dims.hk, tokens, batch), nb, 0, base=f"q.{i}")
-        k = ctx.view(conv, (dims.dk, dims.hk, tokens, batch), nb, 4 * kd, base=f"k.{i}")
-        v = ctx.view(conv, (dims.dv, dims.hv, tokens, batch), nb, 8 * kd, base=f"v.{i}")
-        g = ctx.leaf(f"g.{i}", "f32", (1, dims.hv, tokens, batch), state)
-        beta = ctx.leaf(f"beta.{i}", "f32", (1, dims.hv, tokens, batch), state)
-        s0 = ctx.leaf(f"state.{i}", "f32", (dims.dk, dims.dv, dims.hv, batch), state)
+        q, k, v, g, beta = _core_inputs(ctx, dims, batch, tokens, f".{i}")
+        s0 = _state_leaf(ctx, dims, batch, f".{i}")
         out = ctx.gated_delta_net(q, k, v, g, beta, s0, base=f"gdn.{i}")
         ctx.set_output(out)
         ctx.expand(out)
-    meta = GraphMeta(
-        model="qwen3.5-27b GDN core",
-        layer="gdn",
-        mode="decode" if tokens == 1 else "prefill",
-        batch=batch,
-        tokens=tokens,
-        n_layers=1,
-    )
-    return ctx.finish(meta, None)
+    return ctx.finish(_core_meta("qwen3.5-27b GDN core", batch, tokens), None)
 
 
 def core_chain_graph(dims: GdnDims, batch: int, copies: int) -> Graph:
@@ -78,17 +93,8 @@ def core_chain_graph(dims: GdnDims, batch: int, copies: int) -> Graph:
     test-backend-ops' repeated op on the same tensors does. Timed beside `core_graph`'s
     separate copies, it shows how much of a small batch's kernel time is the HBM read."""
     ctx = GraphContext()
-    c, kd = dims.conv_dim, dims.key_dim
-    row = 4 * c
-    nb = (4 * dims.dk, row, row)
-    state = TensorKind.STATE
-    conv = ctx.leaf("conv", "f32", (c, 1, batch), state)
-    q = ctx.view(conv, (dims.dk, dims.hk, 1, batch), nb, 0, base="q")
-    k = ctx.view(conv, (dims.dk, dims.hk, 1, batch), nb, 4 * kd, base="k")
-    v = ctx.view(conv, (dims.dv, dims.hv, 1, batch), nb, 8 * kd, base="v")
-    g = ctx.leaf("g", "f32", (1, dims.hv, 1, batch), state)
-    beta = ctx.leaf("beta", "f32", (1, dims.hv, 1, batch), state)
-    s = ctx.leaf("state", "f32", (dims.dk, dims.dv, dims.hv, batch), state)
+    q, k, v, g, beta = _core_inputs(ctx, dims, batch, 1, "")
+    s = _state_leaf(ctx, dims, batch, "")
     out_bytes = 4 * dims.dv * dims.hv * batch
     s_nb = (4 * dims.dk, 4 * dims.dk * dims.dv, 4 * dims.dk * dims.dv * dims.hv)
     out = s
@@ -97,15 +103,7 @@ def core_chain_graph(dims: GdnDims, batch: int, copies: int) -> Graph:
         s = ctx.view(out, (dims.dk, dims.dv, dims.hv, batch), s_nb, out_bytes, base=f"s.{i}")
     ctx.set_output(out)
     ctx.expand(out)
-    meta = GraphMeta(
-        model="qwen3.5-27b GDN core, chained",
-        layer="gdn",
-        mode="decode",
-        batch=batch,
-        tokens=1,
-        n_layers=1,
-    )
-    return ctx.finish(meta, None)
+    return ctx.finish(_core_meta("qwen3.5-27b GDN core, chained", batch, 1), None)
 
 
 def _need_executor() -> None:
@@ -122,13 +120,12 @@ def lace_core_rows(dims: GdnDims, replays: int, log: Callable[[str], None]) -> l
 
     _need_executor()
     rows: list[PeerRow] = []
-    cases = [("gdn core decode", b, 1, DECODE_COPIES.get(b, 2), False) for b in DECODE_BATCHES]
-    cases += [("gdn core decode", b, 1, DECODE_COPIES.get(b, 2), True) for b in DECODE_BATCHES]
-    cases += [("gdn core prefill", b, t, 1, False) for b, t in PREFILL_CASES]
-    for case, b, t, copies, chained in cases:
-        variant = "recurrent kernel" if t == 1 else "chunked kernel"
-        if chained:
-            variant = CHAINED_VARIANT
+    decode = [(b, 1, DECODE_COPIES.get(b, 2)) for b in DECODE_BATCHES]
+    cases = [("gdn core decode", "recurrent kernel", *c) for c in decode]
+    cases += [("gdn core decode", CHAINED_VARIANT, *c) for c in decode]
+    cases += [("gdn core prefill", "chunked kernel", b, t, 1) for b, t in PREFILL_CASES]
+    for case, variant, b, t, copies in cases:
+        chained = variant == CHAINED_VARIANT
         try:
             graph = core_chain_graph(dims, b, copies) if chained else core_graph(dims, b, t, copies)
             timing = replay_time(
@@ -152,12 +149,7 @@ def lace_core_rows(dims: GdnDims, replays: int, log: Callable[[str], None]) -> l
                     timing.replays,
                     core_floor_us(dims, b) if t == 1 else None,
                     f"f32 q,k,v,g,β and state; the op only; {copies} "
-                    + (
-                        "ops chained through their state (≈ 2 results live: L2-resident at "
-                        "small B, like test-backend-ops' repeated op)"
-                        if chained
-                        else "copies per graph"
-                    ),
+                    + (CHAINED_NOTE if chained else "copies per graph"),
                 )
             )
             log(f"  lace {case} B={b} T={t}: {rows[-1].median_us:.1f} µs")

@@ -47,6 +47,13 @@ GDN_REC_THREADS = 128
 #: compiled for (gated_delta.cu).
 GDN_REC_LANES = 16
 GDN_REC_PIECES = {8: (1, 2, 4, 8), 16: (1, 2, 4), 32: (1, 2)}
+#: The recurrent forms of launch.GDN_FORMS and the lanes per column each runs.
+GDN_REC_FORM_LANES = {
+    "recurrent": GDN_REC_LANES,
+    "recurrent_l8": 8,
+    "recurrent_l16": 16,
+    "recurrent_l32": 32,
+}
 GDN_REC_SCALAR_COLUMNS = GDN_REC_THREADS // 32
 GDN_TC_MAX_DK = 128
 GDN_COLS = 16
@@ -407,7 +414,7 @@ def _gated_delta_net(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Opt
     tensors = (*ten(d), *ten(q), *ten(k), *ten(v), *ten(gate), *ten(beta), *ten(state))
     q_scale = ("f32", 1.0 / math.sqrt(dk))
     form = opt.gdn if opt.gdn != "auto" else ("recurrent" if n_tok == 1 else "chunked")
-    if form.startswith("recurrent"):
+    if form in GDN_REC_FORM_LANES:
         out_values = dv * hv * n_tok * n_seq
         vec = (
             dk % 4 == 0
@@ -415,7 +422,7 @@ def _gated_delta_net(g: Graph, t: Tensor, refs: Refs, scratch: Scratch, opt: Opt
             and d.ptr.offset_bytes % 16 == 0
             and out_values % 4 == 0
         )
-        lanes = int(form.removeprefix("recurrent_l")) if "_l" in form else GDN_REC_LANES
+        lanes = GDN_REC_FORM_LANES[form]
         pieces = [p for p in GDN_REC_PIECES[lanes] if 4 * lanes * p >= dk]
         if vec and pieces:
             nv = pieces[0]
